@@ -1,0 +1,155 @@
+"""Experiment configuration: one YAML file -> one frozen :class:`ExperimentConfig`.
+
+Example (``configs/birds.yaml``)::
+
+    name: birds
+    data: {benchmark: birds}
+    segmenter: {name: grabcut}
+    detectors: [ssd_efficientnet_lite0]
+    image_size: 160
+    pretrain: {iterations: 300, batch_size: 16}
+    finetune: {iterations: 300, val_every: 25}
+    study: {kind: data_efficiency, real_sizes: [0, 10, 50, -1], repeats: 1}
+
+``synthesis``, ``pretrain`` and ``finetune`` are checked against
+:class:`synthdet.synthesis.SynthConfig` and :class:`synthdet.training.TrainConfig` when the file
+is loaded, so a typo fails before any training starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+from ..utils.config import ConfigError, from_dict, load_yaml
+
+StudyKind = Literal["data_efficiency", "mixed", "segmentation", "objects"]
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Where the object images, backgrounds and the real detection data come from.
+
+    ``benchmark: birds`` fills every path from the built-in offline birds benchmark (built on
+    first use under ``benchmark_root`` or ``$SYNTHDET_HOME``). Otherwise give the paths:
+    ``objects`` (folder of classification images; class subfolders allowed), ``backgrounds``
+    (folder of photos, or a Pascal VOC root with ``backgrounds_format: voc``), and the real
+    dataset (``real_format`` plus ``real_train``/``real_val``/``real_test`` paths, passed to
+    :func:`synthdet.datasets.read_dataset` with ``real_kwargs`` and ``split=`` when the three
+    paths are the same root).
+    """
+
+    benchmark: Optional[str] = None
+    benchmark_root: Optional[str] = None
+    objects: Optional[str] = None
+    generator: Optional[str] = None  # generator spec for the "objects" study (GAN checkpoint, TorchScript, module:fn)
+    backgrounds: Optional[str] = None
+    backgrounds_format: Literal["folder", "voc"] = "folder"
+    backgrounds_exclude: tuple[str, ...] = ("person",)
+    real_format: str = "coco"
+    real_train: Optional[str] = None
+    real_val: Optional[str] = None
+    real_test: Optional[str] = None
+    real_kwargs: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.benchmark is None:
+            missing = [k for k in ("objects", "backgrounds", "real_train", "real_val", "real_test")
+                       if getattr(self, k) is None and not (k == "objects" and self.generator)]
+            if missing:
+                raise ValueError(f"without a 'benchmark', data needs: {', '.join(missing)}")
+        elif self.benchmark != "birds":
+            raise ValueError(f"unknown benchmark {self.benchmark!r} (known: birds)")
+
+
+@dataclass(frozen=True)
+class SegmenterSpec:
+    """Segmenter for the object images: ``grabcut`` | ``redo`` | ``none`` | ``file``.
+
+    ``redo`` with no ``checkpoint`` trains ReDO first on the object images with the ``fit``
+    settings (a :class:`synthdet.segmentation.redo.RedoConfig` mapping), resumably.
+    """
+
+    name: str = "grabcut"
+    checkpoint: Optional[str] = None
+    fit: dict = field(default_factory=dict)
+    kwargs: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    """Which comparison to run (paper section IV).
+
+    - ``data_efficiency``: ``real_sizes`` x {no pretraining, pretrained}; size 0 = pretrain only,
+      -1 = all real training images (Tables I-III, Figure 3).
+    - ``mixed``: at ``real_size``, pretrain+finetune vs one mixed run on real + a fixed pool of
+      ``m * real_size`` artificial samples for each m in ``pool_multipliers``, and the endless
+      stream (Tables IV-V).
+    - ``segmentation``: pretrained with the configured segmenter vs naive pasting (Table VI-style).
+    - ``objects``: real object images vs generated ones (``data.generator``) (Table VI).
+    """
+
+    kind: StudyKind = "data_efficiency"
+    real_sizes: tuple[int, ...] = (0, 10, 50, 100, -1)
+    real_size: int = 100
+    pool_multipliers: tuple[int, ...] = (1, 2, 4, 8)
+    include_stream: bool = True
+    mixed_real_fraction: float = 0.5
+    repeats: int = 3
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = "experiment"
+    seed: int = 0
+    data: DataSpec = DataSpec(benchmark="birds")
+    segmenter: SegmenterSpec = SegmenterSpec()
+    synthesis: dict = field(default_factory=dict)
+    detectors: tuple[str, ...] = ("ssd_mobilenet",)
+    image_size: int = 300
+    weights: str = "imagenet"
+    pretrain: dict = field(default_factory=dict)
+    finetune: dict = field(default_factory=dict)
+    study: StudySpec = StudySpec()
+    device: str = "auto"
+    eval_batch_size: int = 16
+
+    def __post_init__(self) -> None:
+        if not self.detectors:
+            raise ValueError("detectors must list at least one detector")
+        if self.study.repeats < 1:
+            raise ValueError("study.repeats must be >= 1")
+        if self.study.kind == "objects" and not self.data.generator:
+            raise ValueError("study kind 'objects' needs data.generator")
+
+
+def _check_stage_settings(cfg: ExperimentConfig) -> None:
+    from ..synthesis import SynthConfig
+    from ..training import TrainConfig
+
+    from_dict(SynthConfig, cfg.synthesis, where="synthesis")
+    from_dict(TrainConfig, cfg.pretrain, where="pretrain")
+    from_dict(TrainConfig, cfg.finetune, where="finetune")
+
+
+def experiment_from_dict(data: dict[str, Any], where: str = "experiment") -> ExperimentConfig:
+    """Build and fully validate an :class:`ExperimentConfig` from a mapping."""
+    cfg = from_dict(ExperimentConfig, data, where=where)
+    _check_stage_settings(cfg)
+    return cfg
+
+
+def load_experiment(path: str | Path) -> ExperimentConfig:
+    """Read a YAML experiment file; errors name the file and the bad key."""
+    try:
+        return experiment_from_dict(load_yaml(path), where=str(path))
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def with_overrides(cfg: ExperimentConfig, **changes: Any) -> ExperimentConfig:
+    return dataclasses.replace(cfg, **changes)

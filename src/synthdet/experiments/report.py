@@ -1,0 +1,193 @@
+"""Paper-style tables and plots, regenerated from ``results.csv`` alone.
+
+- :func:`results_tables` -> Markdown tables, AP@0.5 x 100 as ``mean ± std`` over repeats
+  (std is the sample standard deviation; a single repeat shows no ``±``).
+- :func:`plot_ap_vs_n` -> Figure-3 style plot: AP vs number of real training images, with and
+  without pretraining, pretrain-only as a dashed line.
+- :func:`plot_val_curves` -> validation AP curves of every finetuning run.
+"""
+
+from __future__ import annotations
+
+import csv
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, Optional, Sequence
+
+from ..utils.files import atomic_write_text
+from .runner import read_results
+
+Row = dict[str, str]
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, Optional[float]]:
+    m = statistics.fmean(values)
+    return m, (statistics.stdev(values) if len(values) > 1 else None)
+
+
+def fmt_ap(values: Sequence[float]) -> str:
+    """``[0.5, 0.7] -> '60.0 ± 14.1'`` (AP x 100)."""
+    if not values:
+        return "–"
+    m, s = _mean_std([100 * v for v in values])
+    return f"{m:.1f}" if s is None else f"{m:.1f} ± {s:.1f}"
+
+
+def _n_label(rows: Iterable[Row], requested: int) -> str:
+    if requested == 0:
+        return "0 (pretrain only)"
+    if requested < 0:
+        actual = sorted({int(r["n_real"]) for r in rows if int(r["n_real_requested"]) == requested})
+        return f"all ({'/'.join(map(str, actual))})" if actual else "all"
+    return str(requested)
+
+
+def aggregate(rows: Sequence[Row]) -> dict[tuple[str, str, str, int], list[float]]:
+    """(study, detector, variant, n_real_requested) -> AP values over repeats."""
+    groups: dict[tuple[str, str, str, int], list[float]] = defaultdict(list)
+    for r in rows:
+        groups[(r["study"], r["detector"], r["variant"], int(r["n_real_requested"]))].append(float(r["ap50"]))
+    return groups
+
+
+def _order(values: Iterable[int]) -> list[int]:
+    """Real-sample counts in table order: 0, then ascending, then -1 (all)."""
+    vals = set(values)
+    return sorted(v for v in vals if v >= 0) + ([-1] if -1 in vals else [])
+
+
+def results_tables(rows: Sequence[Row]) -> str:
+    """One Markdown table per (study, detector): variants x number of real images."""
+    groups = aggregate(rows)
+    out: list[str] = []
+    for study, det in sorted({(k[0], k[1]) for k in groups}):
+        keys = [k for k in groups if k[0] == study and k[1] == det]
+        ns = _order(k[3] for k in keys)
+        variants = list(dict.fromkeys(r["variant"] for r in rows if r["study"] == study and r["detector"] == det))
+        out.append(f"### {study} — {det} (AP@0.5 × 100, mean ± std over repeats)\n")
+        out.append("| variant | " + " | ".join(_n_label(rows, n) for n in ns) + " |")
+        out.append("|---|" + "---|" * len(ns))
+        for v in variants:
+            cells = [fmt_ap(groups.get((study, det, v, n), [])) for n in ns]
+            out.append(f"| {v} | " + " | ".join(cells) + " |")
+        out.append("")
+        saved = labels_saved(rows, study, det)
+        if saved:
+            out.append(saved + "\n")
+    return "\n".join(out)
+
+
+def labels_saved(rows: Sequence[Row], study: str, detector: str) -> Optional[str]:
+    """How many real images the pretrained model needed to match the baseline trained on all."""
+    groups = aggregate(rows)
+    base = groups.get((study, detector, "no_pretraining", -1))
+    if not base:
+        return None
+    target = statistics.fmean(base)
+    n_all = max(int(r["n_real"]) for r in rows if r["study"] == study and r["detector"] == detector)
+    pre = sorted((n, statistics.fmean(v)) for (s, d, var, n), v in groups.items()
+                 if s == study and d == detector and var == "pretrained" and n > 0)
+    for n, ap in pre:
+        if ap >= target:
+            return (f"Pretrained with **{n}** real images reaches {100 * ap:.1f} AP, matching the baseline "
+                    f"trained on all {n_all} ({100 * target:.1f} AP).")
+    best = max(pre, key=lambda t: t[1]) if pre else None
+    if best is None:
+        return None
+    return (f"No pretrained run with fewer real images matched the baseline trained on all {n_all} "
+            f"({100 * target:.1f} AP); the best pretrained run ({best[0]} images) reached {100 * best[1]:.1f}.")
+
+
+def plot_ap_vs_n(rows: Sequence[Row], path: str | Path, study: str = "data_efficiency") -> Optional[Path]:
+    """Figure-3-style plot; returns the path, or None if the study has no finetuned rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r["study"] == study]
+    if not any(int(r["n_real"]) > 0 for r in rows):
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.8), dpi=120)
+    dets = sorted({r["detector"] for r in rows})
+    for di, det in enumerate(dets):
+        color = f"C{di}"
+        for variant, marker, ls in (("no_pretraining", "o", ":"), ("pretrained", "s", "-")):
+            pts: dict[int, list[float]] = defaultdict(list)
+            for r in rows:
+                if r["detector"] == det and r["variant"] == variant:
+                    pts[int(r["n_real"])].append(100 * float(r["ap50"]))
+            if not pts:
+                continue
+            xs = sorted(pts)
+            means = [statistics.fmean(pts[x]) for x in xs]
+            stds = [statistics.stdev(pts[x]) if len(pts[x]) > 1 else 0.0 for x in xs]
+            ax.errorbar(xs, means, yerr=stds, marker=marker, ls=ls, color=color, capsize=3,
+                        label=f"{det}: {'pretrained' if variant == 'pretrained' else 'no pretraining'}")
+        only = [100 * float(r["ap50"]) for r in rows if r["detector"] == det and r["variant"] == "pretrain_only"]
+        if only:
+            ax.axhline(statistics.fmean(only), color=color, ls="--", lw=1, label=f"{det}: pretrain only")
+    ax.set_xscale("log")
+    ax.set_xlabel("real training images (log scale)")
+    ax.set_ylabel("test AP@0.5 (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _read_curve(run_dir: Path) -> list[tuple[int, float]]:
+    csv_path = run_dir / "curve.csv"
+    if not csv_path.is_file():
+        return []
+    with open(csv_path, newline="") as f:
+        pts = []
+        for r in csv.DictReader(f):
+            ap = r.get("val_ap") or r.get("ap50") or r.get("ap")
+            if ap not in (None, ""):
+                pts.append((int(float(r["step"])), float(ap)))
+    return pts
+
+
+def plot_val_curves(out_dir: str | Path, rows: Sequence[Row], path: str | Path) -> Optional[Path]:
+    """Validation AP vs iteration for every finetuning/mixed run that saved a curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = [(r["run_id"], _read_curve(Path(out_dir) / "runs" / r["run_id"])) for r in rows]
+    curves = [(rid, c) for rid, c in curves if c]
+    if not curves:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4), dpi=120)
+    for rid, pts in curves:
+        ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], lw=1, label=rid.split("__", 1)[1])
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("validation AP@0.5 (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=5, ncol=2)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def build_report(out_dir: str | Path) -> Path:
+    """Regenerate ``OUT/report/{tables.md, ap_vs_n.png, val_curves.png}`` from ``results.csv``."""
+    out_dir = Path(out_dir)
+    rows = read_results(out_dir)
+    rep = out_dir / "report"
+    rep.mkdir(parents=True, exist_ok=True)
+    tables = results_tables(rows)
+    atomic_write_text(rep / "tables.md", tables)
+    plot_ap_vs_n(rows, rep / "ap_vs_n.png")
+    plot_val_curves(out_dir, rows, rep / "val_curves.png")
+    return rep / "tables.md"

@@ -1,0 +1,300 @@
+"""Run an experiment: every planned run once, resumable, results in one CSV.
+
+Layout of an experiment folder::
+
+    OUT/config.yaml                 resolved experiment config
+    OUT/pretrain/<pretrain_id>/     pretraining runs (checkpoints; shared between runs)
+    OUT/runs/<run_id>/              one folder per evaluated model: config, curves, metrics.json
+    OUT/results.csv                 one row per finished run, rebuilt after every run
+    OUT/mask_cache/                 object masks, computed once per segmenter
+
+A run is finished when its ``metrics.json`` exists (written last, atomically); finished runs are
+never redone, and an interrupted one resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ..datasets.records import DetectionDataset, DetectionRecord
+from ..utils.config import dump_yaml, from_dict, to_dict
+from ..utils.files import atomic_path, atomic_write_json
+from .config import ExperimentConfig
+from .plan import PretrainSpec, RunSpec, plan_runs
+
+log = logging.getLogger(__name__)
+
+RESULT_FIELDS = (
+    "study", "detector", "variant", "mode", "n_real", "n_real_requested", "repeat", "pool",
+    "ap50", "best_val_ap", "best_step", "train_seconds", "run_id",
+)
+
+
+@dataclass
+class ResolvedData:
+    """Concrete inputs of an experiment once paths are resolved and real splits are read."""
+
+    objects: Optional[Path]
+    backgrounds: Path
+    train: list[DetectionRecord]
+    val: list[DetectionRecord]
+    test: list[DetectionRecord]
+    class_names: list[str]
+    true_masks: Optional[Path] = None
+
+
+def resolve_data(cfg: ExperimentConfig) -> ResolvedData:
+    """Build/locate the benchmark or read the configured datasets into records."""
+    d = cfg.data
+    if d.benchmark == "birds":
+        from ..datasets.birds import build_birds
+
+        bench = build_birds(d.benchmark_root)
+        splits = {s: bench.split_records(s) for s in ("train", "val", "test")}
+        names = splits["train"][1]
+        return ResolvedData(
+            objects=Path(d.objects) if d.objects else bench.classification_dir,
+            backgrounds=Path(d.backgrounds) if d.backgrounds else bench.backgrounds_dir,
+            train=splits["train"][0], val=splits["val"][0], test=splits["test"][0],
+            class_names=[names[k] for k in sorted(names)], true_masks=bench.true_masks_dir,
+        )
+    from ..datasets import read_dataset
+
+    def read(path: str, split: str) -> tuple[list[DetectionRecord], dict[int, str]]:
+        kwargs = dict(d.real_kwargs)
+        if len({d.real_train, d.real_val, d.real_test}) == 1:
+            kwargs.setdefault("split", split)
+        return read_dataset(d.real_format, path, **kwargs)
+
+    train, names = read(d.real_train, "train")
+    val, _ = read(d.real_val, "val")
+    test, _ = read(d.real_test, "test")
+    return ResolvedData(
+        objects=Path(d.objects) if d.objects else None, backgrounds=Path(d.backgrounds),
+        train=train, val=val, test=test, class_names=[names[k] for k in sorted(names)],
+    )
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def read_results(out_dir: str | Path) -> list[dict[str, str]]:
+    """Rows of ``OUT/results.csv`` (strings, as written)."""
+    path = Path(out_dir) / "results.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"no results.csv in {out_dir} (run the experiment first)")
+    return _read_rows(path)
+
+
+class ExperimentRunner:
+    """Executes the runs of one experiment in ``out_dir``; see the module docstring."""
+
+    def __init__(self, cfg: ExperimentConfig, out_dir: str | Path,
+                 on_run_done: Optional[Callable[[RunSpec, dict], None]] = None) -> None:
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.runs = plan_runs(cfg)
+        self.on_run_done = on_run_done
+        self._data: Optional[ResolvedData] = None
+        self._segmenter_checkpoint: Optional[str] = cfg.segmenter.checkpoint
+
+    # ----------------------------------------------------------------------------- data
+    @property
+    def data(self) -> ResolvedData:
+        if self._data is None:
+            self._data = resolve_data(self.cfg)
+        return self._data
+
+    def _train_cfg(self, stage: str, **overrides: Any):
+        from ..training import TrainConfig
+
+        raw = dict(getattr(self.cfg, stage))
+        raw.setdefault("device", self.cfg.device)
+        raw.update(overrides)
+        return from_dict(TrainConfig, raw, where=stage)
+
+    def _real_subset(self, n: int, repeat: int) -> list[DetectionRecord]:
+        from ..datasets.subsets import nested_subsets
+
+        sizes = sorted({s for s in (*self.cfg.study.real_sizes, self.cfg.study.real_size) if s != 0})
+        return nested_subsets(self.data.train, sizes, seed=self.cfg.seed + repeat)[n]
+
+    # ----------------------------------------------------------------------------- segmentation
+    def segmenter_settings(self, which: str = "default") -> tuple[str, dict]:
+        """(registry name, kwargs) of the segmenter; trains ReDO first when asked to."""
+        seg = self.cfg.segmenter
+        if which == "none" or seg.name == "none":
+            return "none", {}
+        kwargs = dict(seg.kwargs)
+        if seg.name == "redo":
+            kwargs["checkpoint"] = self._redo_checkpoint()
+        return seg.name, kwargs
+
+    def _redo_checkpoint(self) -> str:
+        if self._segmenter_checkpoint:
+            return self._segmenter_checkpoint
+        from ..segmentation.redo import RedoConfig, fit_redo
+
+        if self.data.objects is None:
+            raise ValueError("segmenter redo without a checkpoint needs data.objects to train on")
+        out = self.out / "segmenter" / "redo"
+        result = fit_redo(self.data.objects, from_dict(RedoConfig, self.cfg.segmenter.fit, where="segmenter.fit"),
+                          out, resume=True)
+        ckpt = getattr(result, "checkpoint", result)
+        self._segmenter_checkpoint = str(ckpt)
+        return self._segmenter_checkpoint
+
+    # ----------------------------------------------------------------------------- synthesis
+    def make_stream(self, spec: PretrainSpec, seed: int):
+        """The artificial stream a pretraining run consumes."""
+        from ..synthesis import SynthConfig, make_stream
+
+        seg_name, seg_kwargs = self.segmenter_settings(spec.segmenter)
+        synth_cfg = from_dict(SynthConfig, self.cfg.synthesis, where="synthesis")
+        objects: Any = self.data.objects
+        if spec.objects == "generated":
+            from ..segmentation import get_segmenter
+            from ..sources.generator import GeneratorObjectSource, load_generator
+
+            segmenter = None if seg_name == "none" else get_segmenter(seg_name, **seg_kwargs)
+            objects = GeneratorObjectSource(load_generator(self.cfg.data.generator), segmenter,
+                                            class_name=self.data.class_names[0])
+        backgrounds: Any = self.data.backgrounds
+        if self.cfg.data.backgrounds_format == "voc":
+            from ..sources import BackgroundSource
+
+            backgrounds = BackgroundSource.from_voc(backgrounds, exclude=self.cfg.data.backgrounds_exclude)
+        stream = make_stream(objects, backgrounds, segmenter=seg_name, segmenter_kwargs=seg_kwargs,
+                             cache_dir=self.out / "mask_cache", config=synth_cfg, seed=seed)
+        src_names = list(stream.objects.class_names)
+        if len(self.data.class_names) > 1 and src_names != self.data.class_names:
+            raise ValueError(f"object classes {src_names} do not match the real dataset's classes "
+                             f"{self.data.class_names} (name the object subfolders like the classes)")
+        return stream
+
+    # ----------------------------------------------------------------------------- training
+    def _build(self, detector: str, weights: str):
+        from ..models import build_detector
+
+        return build_detector(detector, num_classes=len(self.data.class_names),
+                              image_size=self.cfg.image_size, weights=weights)
+
+    def pretrain(self, spec: PretrainSpec) -> Path:
+        """Pretrain (or resume, or reuse) and return the final checkpoint path."""
+        from ..training import pretrain
+
+        out = self.out / "pretrain" / spec.run_id
+        done = out / "done.json"
+        if done.is_file():
+            return Path(json.loads(done.read_text())["checkpoint"])
+        seed = self.cfg.seed + 1000 * spec.repeat
+        log.info("pretraining %s", spec.run_id)
+        model = self._build(spec.detector, self.cfg.weights)
+        result = pretrain(model, self.make_stream(spec, seed), self._train_cfg("pretrain", seed=seed), out,
+                          resume=True)
+        atomic_write_json(done, {"checkpoint": str(result.checkpoint), "steps": result.steps,
+                                 "seconds": result.seconds})
+        return Path(result.checkpoint)
+
+    def _evaluate(self, model, records: list[DetectionRecord]) -> dict:
+        from ..evaluation import evaluate_detector
+
+        ev = evaluate_detector(model, DetectionDataset(records), device=self.cfg.device,
+                               batch_size=self.cfg.eval_batch_size)
+        return {k: v for k, v in ev.items() if k != "predictions"}
+
+    def execute(self, run: RunSpec) -> dict:
+        """Train and evaluate one run; returns its metrics row."""
+        from ..training import finetune, mixed
+
+        out = self.out / "runs" / run.run_id
+        out.mkdir(parents=True, exist_ok=True)
+        dump_yaml({"run": dataclasses.asdict(run), "experiment": to_dict(self.cfg)}, out / "config.yaml")
+        seed = self.cfg.seed + run.repeat
+        t0 = time.perf_counter()
+        result = None
+        n_actual = 0
+        if run.mode == "pretrain_only":
+            model = self._build(run.detector, str(self.pretrain(run.pretrain)))
+        else:
+            train = self._real_subset(run.n_real, run.repeat)
+            n_actual = len(train)
+            train_ds, val_ds = DetectionDataset(train), DetectionDataset(self.data.val)
+            if run.mode == "finetune":
+                weights = str(self.pretrain(run.pretrain)) if run.pretrain else self.cfg.weights
+                model = self._build(run.detector, weights)
+                t0 = time.perf_counter()
+                result = finetune(model, train_ds, val_ds, self._train_cfg("finetune", seed=seed), out,
+                                  resume=True)
+            else:  # mixed: one run on real + artificial for pretrain + finetune iterations
+                from ..synthesis import SynthPool
+
+                stream = self.make_stream(PretrainSpec(run.detector, run.repeat), self.cfg.seed + 1000 * run.repeat)
+                synth = stream if run.pool is None else SynthPool(stream, run.pool)
+                iters = self._train_cfg("pretrain").iterations + self._train_cfg("finetune").iterations
+                model = self._build(run.detector, self.cfg.weights)
+                t0 = time.perf_counter()
+                result = mixed(model, train_ds, synth, self._train_cfg("finetune", seed=seed, iterations=iters),
+                               out, real_fraction=self.cfg.study.mixed_real_fraction, resume=True)
+        train_seconds = time.perf_counter() - t0
+        checkpoint = result.checkpoint if result is not None else self.pretrain(run.pretrain)
+        ev = self._evaluate(model, self.data.test)
+        metrics = {
+            "study": run.study, "detector": run.detector, "variant": run.variant, "mode": run.mode,
+            "n_real": n_actual, "n_real_requested": run.n_real, "repeat": run.repeat,
+            "pool": "" if run.pool is None else run.pool,
+            "ap50": ev["ap50"],
+            "best_val_ap": "" if result is None or result.best_ap is None else result.best_ap,
+            "best_step": "" if result is None or result.best_step is None else result.best_step,
+            "train_seconds": round(train_seconds, 1), "run_id": run.run_id,
+            "per_class": ev.get("per_class", {}), "checkpoint": str(checkpoint),
+        }
+        atomic_write_json(out / "metrics.json", metrics)
+        return metrics
+
+    # ----------------------------------------------------------------------------- loop
+    def is_done(self, run: RunSpec) -> bool:
+        return (self.out / "runs" / run.run_id / "metrics.json").is_file()
+
+    def write_results(self) -> Path:
+        """Rebuild ``results.csv`` from every finished run's ``metrics.json`` (plan order)."""
+        path = self.out / "results.csv"
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=RESULT_FIELDS, extrasaction="ignore")
+            writer.writeheader()
+            for run in self.runs:
+                m = self.out / "runs" / run.run_id / "metrics.json"
+                if m.is_file():
+                    writer.writerow(json.loads(m.read_text()))
+        return path
+
+    def run(self, max_runs: Optional[int] = None) -> list[dict[str, str]]:
+        """Execute every unfinished run (at most ``max_runs`` of them); return the results rows."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        dump_yaml(self.cfg, self.out / "config.yaml")
+        todo = [r for r in self.runs if not self.is_done(r)]
+        log.info("%d runs planned, %d finished, %d to do", len(self.runs), len(self.runs) - len(todo), len(todo))
+        for k, run in enumerate(todo):
+            if max_runs is not None and k >= max_runs:
+                break
+            log.info("run %d/%d: %s", k + 1, len(todo), run.run_id)
+            metrics = self.execute(run)
+            self.write_results()
+            if self.on_run_done:
+                self.on_run_done(run, metrics)
+        self.write_results()
+        return _read_rows(self.out / "results.csv")
+
+
+def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, max_runs: Optional[int] = None) -> list[dict[str, str]]:
+    """Run (or resume) ``cfg`` in ``out_dir`` and return the rows of ``results.csv``."""
+    return ExperimentRunner(cfg, out_dir).run(max_runs=max_runs)

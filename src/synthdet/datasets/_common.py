@@ -1,0 +1,128 @@
+"""Helpers shared by the real-dataset readers: image sizes, line parsing, box clean-up, splits."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from .records import validate_boxes
+
+logger = logging.getLogger(__name__)
+
+# Above this many images a reader shows a progress bar while it reads image headers.
+_PROGRESS_MIN = 2000
+
+
+def require_file(path: Path, what: str) -> Path:
+    """Return ``path`` if it is a file, else raise FileNotFoundError naming it and ``what`` it is."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+def require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    return path
+
+
+def image_size(path: str | os.PathLike) -> tuple[int, int]:
+    """``(width, height)`` of an image file from its header (the pixels are not decoded)."""
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+    except FileNotFoundError:
+        raise FileNotFoundError(f"image not found: {path}") from None
+    except (UnidentifiedImageError, OSError) as e:
+        raise ValueError(f"{path}: not a readable image ({e})") from None
+    return int(w), int(h)
+
+
+def image_sizes(paths: Sequence[str | os.PathLike], desc: str) -> list[tuple[int, int]]:
+    """Header sizes of many images, with a progress bar for large datasets."""
+    from tqdm import tqdm
+
+    return [image_size(p) for p in tqdm(paths, desc=desc, unit="img", disable=len(paths) < _PROGRESS_MIN)]
+
+
+def read_lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
+    """Yield ``(1-based line number, stripped line)`` for the non-blank lines of a text file."""
+    require_file(path, what)
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if line:
+                yield lineno, line
+
+
+def parse_numbers(tokens: Sequence[str], path: Path, lineno: int, count: int | None = None,
+                  min_count: int | None = None) -> list[float]:
+    """Parse ``tokens`` as floats; a wrong count or a non-number raises ValueError naming file:line."""
+    if count is not None and len(tokens) != count:
+        raise ValueError(f"{path}:{lineno}: expected {count} values, got {len(tokens)}: {' '.join(tokens)!r}")
+    if min_count is not None and len(tokens) < min_count:
+        raise ValueError(f"{path}:{lineno}: expected at least {min_count} values, got {len(tokens)}: "
+                         f"{' '.join(tokens)!r}")
+    try:
+        values = [float(t) for t in tokens]
+    except ValueError:
+        raise ValueError(f"{path}:{lineno}: not a number in {' '.join(tokens)!r}") from None
+    if not all(np.isfinite(values)):
+        raise ValueError(f"{path}:{lineno}: non-finite value in {' '.join(tokens)!r}")
+    return values
+
+
+def clean_boxes(boxes: np.ndarray, width: int, height: int, where: str,
+                per_box: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """Clip XYXY boxes to the image and drop empty ones.
+
+    Returns ``(boxes [M, 4] float32, keep [N] bool, per_box filtered by keep)``; ``per_box`` holds
+    arrays aligned with the input boxes (labels, flags) that must follow the same filtering.
+    """
+    boxes = validate_boxes(boxes, width, height, where)
+    keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+    per_box = {k: np.asarray(v)[keep] for k, v in (per_box or {}).items()}
+    return boxes[keep], keep, per_box
+
+
+def carve_split(ids: Sequence[int], split: str, val_size: int, seed: int,
+                test_ids: Sequence[int]) -> list[int]:
+    """Pick ``split`` out of ``ids`` given the test ids; val is a seeded draw of ``val_size`` non-test ids.
+
+    Splits: ``train`` (non-test minus val), ``val``, ``trainval`` (non-test), ``test``, ``all``.
+    The order of ``ids`` is kept.
+    """
+    test = set(int(i) for i in test_ids)
+    if split == "all":
+        return list(ids)
+    if split == "test":
+        return [i for i in ids if i in test]
+    trainval = [i for i in ids if i not in test]
+    if split == "trainval":
+        return trainval
+    if val_size < 0 or val_size > len(trainval):
+        raise ValueError(f"val_size={val_size} but only {len(trainval)} non-test images")
+    perm = np.random.default_rng(seed).permutation(len(trainval))
+    val = set(trainval[j] for j in perm[:val_size])
+    if split == "val":
+        return [i for i in trainval if i in val]
+    if split == "train":
+        return [i for i in trainval if i not in val]
+    raise ValueError(f"unknown split {split!r}; expected one of train, val, trainval, test, all")
+
+
+def log_summary(name: str, records: Sequence, dropped: int, skipped: int = 0) -> None:
+    boxes = sum(len(r.boxes) for r in records)
+    msg = f"{name}: {len(records)} images, {boxes} boxes"
+    if dropped:
+        msg += f", {dropped} empty/out-of-image boxes dropped"
+    if skipped:
+        msg += f", {skipped} skipped"
+    logger.info(msg)

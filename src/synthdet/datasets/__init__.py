@@ -1,8 +1,23 @@
-"""Real detection datasets: one record type, readers/writers for standard formats, subsets."""
+"""Real detection datasets: one record type, readers/writers for standard formats, subsets.
 
-from .records import DetectionDataset, DetectionRecord, collate_detection
-from .registry import list_formats, read_dataset
-from .subsets import nested_subsets
+Names are imported lazily (PEP 562) so that ``synthdet --help`` does not pay for torch.
+"""
 
-__all__ = ["DetectionDataset", "DetectionRecord", "collate_detection", "list_formats", "nested_subsets",
-           "read_dataset"]
+import importlib
+
+_EXPORTS = {
+    "DetectionDataset": ".records",
+    "DetectionRecord": ".records",
+    "collate_detection": ".records",
+    "list_formats": ".registry",
+    "read_dataset": ".registry",
+    "nested_subsets": ".subsets",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

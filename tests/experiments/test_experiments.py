@@ -98,7 +98,7 @@ def test_tiny_experiment_end_to_end_resumes_and_reports(tiny_data, tmp_path):
                  "real_format": "coco", "real_train": str(tiny_data / "real/train.json"),
                  "real_val": str(tiny_data / "real/val.json"), "real_test": str(tiny_data / "real/test.json")},
         "segmenter": {"name": "grabcut"},
-        "synthesis": {"canvas_size": 64, "objects_per_image": [1, 2]},
+        "synthesis": {"canvas_size": 64, "num_objects": [1, 2]},
         "detectors": ["ssd_mobilenet"], "image_size": 64, "weights": "none", "device": "cpu",
         "pretrain": {"iterations": 2, "batch_size": 2},
         "finetune": {"iterations": 2, "batch_size": 2, "val_every": 1},

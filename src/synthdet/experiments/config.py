@@ -37,8 +37,8 @@ class DataSpec:
     ``objects`` (folder of classification images; class subfolders allowed), ``backgrounds``
     (folder of photos, or a Pascal VOC root with ``backgrounds_format: voc``), and the real
     dataset (``real_format`` plus ``real_train``/``real_val``/``real_test`` paths, passed to
-    :func:`synthdet.datasets.read_dataset` with ``real_kwargs`` and ``split=`` when the three
-    paths are the same root).
+    :func:`synthdet.datasets.read_dataset` with ``real_kwargs``; when the three paths are the same
+    dataset root, each is read with ``split=`` from ``real_splits``).
     """
 
     benchmark: Optional[str] = None
@@ -53,6 +53,8 @@ class DataSpec:
     real_val: Optional[str] = None
     real_test: Optional[str] = None
     real_kwargs: dict = field(default_factory=dict)
+    # Split names passed as ``split=`` when train/val/test point at the same dataset root.
+    real_splits: tuple[str, str, str] = ("train", "val", "test")
 
     def __post_init__(self) -> None:
         if self.benchmark is None:

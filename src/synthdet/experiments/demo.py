@@ -39,7 +39,7 @@ def demo_config(quick: bool = False, data_root: Optional[str] = None, device: st
         seed=0,
         data=DataSpec(benchmark="birds", benchmark_root=data_root),
         segmenter=SegmenterSpec(name="grabcut"),
-        synthesis={"canvas_size": size, "objects_per_image": [1, 4]},
+        synthesis={"canvas_size": size, "num_objects": [1, 4]},
         detectors=(DEMO_DETECTOR,),
         image_size=size,
         weights="imagenet",

@@ -70,12 +70,13 @@ def resolve_data(cfg: ExperimentConfig) -> ResolvedData:
     def read(path: str, split: str) -> tuple[list[DetectionRecord], dict[int, str]]:
         kwargs = dict(d.real_kwargs)
         if len({d.real_train, d.real_val, d.real_test}) == 1:
-            kwargs.setdefault("split", split)
+            kwargs["split"] = split
         return read_dataset(d.real_format, path, **kwargs)
 
-    train, names = read(d.real_train, "train")
-    val, _ = read(d.real_val, "val")
-    test, _ = read(d.real_test, "test")
+    train_split, val_split, test_split = d.real_splits
+    train, names = read(d.real_train, train_split)
+    val, _ = read(d.real_val, val_split)
+    test, _ = read(d.real_test, test_split)
     return ResolvedData(
         objects=Path(d.objects) if d.objects else None, backgrounds=Path(d.backgrounds),
         train=train, val=val, test=test, class_names=[names[k] for k in sorted(names)],

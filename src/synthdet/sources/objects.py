@@ -1,0 +1,194 @@
+"""Object instances from a folder of images (class subfolders allowed) with their masks.
+
+Masks come from any object with ``.get(path) -> float32 HxW mask`` (the segmentation stage's
+``MaskCache``: every image segmented once, then read back); ``masks=None`` means all-ones masks,
+i.e. the paper's naive pasting. Decoded objects live in a bounded LRU cache, so memory does not
+grow with the number of images. Bad images are skipped and counted; if every image is bad the
+source raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+
+from ..utils.files import IMAGE_EXTENSIONS, list_images
+from ..utils.image import BadImageError, read_image_rgba
+from .base import ObjectSample
+
+log = logging.getLogger(__name__)
+
+
+class MaskProvider(Protocol):
+    def get(self, path: Path) -> np.ndarray: ...
+
+
+def _resize(arr: np.ndarray, size: int) -> np.ndarray:
+    h, w = arr.shape[:2]
+    if (h, w) == (size, size):
+        return arr
+    interp = cv2.INTER_AREA if h * w > size * size else cv2.INTER_LINEAR
+    return cv2.resize(arr, (size, size), interpolation=interp)
+
+
+def discover_classes(root: str | os.PathLike, class_name: str | None = None) -> tuple[list[str], list[list[Path]]]:
+    """Class names and per-class sorted image lists under ``root``.
+
+    A folder with images directly inside is one class (named ``class_name`` or after the folder)
+    made of those images; its subfolders are then ignored, with a warning (e.g. tuxpaint's
+    ``birds/cartoon/``). A folder with no loose images has one class per immediate subfolder that
+    contains images (recursively), sorted by name. Raises ``FileNotFoundError`` for a missing
+    folder and ``ValueError`` (naming the folder) when no image is found.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"object image folder not found: {root}")
+    loose = list_images(root, recursive=False)
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if loose:
+        if subdirs:
+            log.warning("%s: using the %d images directly in the folder as one class; subfolders ignored: %s",
+                        root, len(loose), ", ".join(d.name for d in subdirs))
+        return [class_name or root.name], [loose]
+    names, files = [], []
+    for d in subdirs:
+        imgs = list_images(d)
+        if imgs:
+            names.append(d.name)
+            files.append(imgs)
+    if not names:
+        raise ValueError(f"{root}: no object images found (extensions {', '.join(IMAGE_EXTENSIONS)})")
+    return names, files
+
+
+class FolderObjectSource:
+    """An :class:`~synthdet.sources.base.ObjectSource` over a folder of object images.
+
+    Classes: see :func:`discover_classes` (class subfolders, or one flat class).
+
+    ``draw(rng)`` picks a class uniformly (``balance_classes``) or an image uniformly over all
+    classes, and returns the image and mask resized to ``size x size`` (uint8 / float32 in
+    [0, 1]) with the 1-based class label. ``use_alpha`` (only with ``masks=None``) takes an RGBA
+    image's alpha as its mask. ``stats`` counts bad files and empty / all-foreground masks (per
+    process). The returned arrays are read-only views of the cache.
+    """
+
+    def __init__(self, root: str | os.PathLike, masks: MaskProvider | None = None, size: int = 128,
+                 cache_items: int = 512, class_name: str | None = None, balance_classes: bool = True,
+                 use_alpha: bool = False, max_bad_draws: int = 1000) -> None:
+        if size < 1:
+            raise ValueError(f"FolderObjectSource: size must be >= 1, got {size}")
+        self.root = Path(root)
+        self.class_names, self.files = discover_classes(self.root, class_name)
+        self.masks = masks
+        self.size = int(size)
+        self.cache_items = max(0, int(cache_items))
+        self.balance_classes = balance_classes
+        self.use_alpha = use_alpha
+        self.max_bad_draws = max_bad_draws
+        self._offsets = np.cumsum([0] + [len(f) for f in self.files])
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._cache: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self._bad: dict[tuple[int, int], str] = {}
+        self.stats: dict[str, int] = {"loaded": 0, "bad_files": 0, "empty_masks": 0, "full_masks": 0}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        for k in ("_cache", "_bad", "stats"):
+            state.pop(k)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._init_state()
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    @property
+    def paths(self) -> list[Path]:
+        """All object image paths, class by class."""
+        return [p for f in self.files for p in f]
+
+    def _pick(self, rng: np.random.Generator) -> tuple[int, int]:
+        if self.balance_classes:
+            c = int(rng.integers(len(self.files)))
+            return c, int(rng.integers(len(self.files[c])))
+        flat = int(rng.integers(len(self)))
+        c = int(np.searchsorted(self._offsets, flat, side="right") - 1)
+        return c, flat - int(self._offsets[c])
+
+    def _load(self, c: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+        path = self.files[c][j]
+        rgb, alpha = read_image_rgba(path)
+        if self.masks is not None:
+            try:
+                mask = np.asarray(self.masks.get(path), dtype=np.float32)
+            except BadImageError:
+                raise
+            except (ValueError, OSError) as e:
+                raise BadImageError(path, f"no usable mask ({e})") from None
+            if mask.ndim != 2 or not np.isfinite(mask).all():
+                raise BadImageError(path, f"mask has shape {mask.shape} or non-finite values")
+        elif self.use_alpha and alpha is not None:
+            mask = alpha
+        else:
+            mask = np.ones(rgb.shape[:2], np.float32)
+        image = _resize(rgb, self.size)
+        mask = np.clip(_resize(mask, self.size), 0.0, 1.0).astype(np.float32)
+        if not (mask > 0).any():
+            self.stats["empty_masks"] += 1
+        elif (mask >= 1.0).all() and self.masks is not None:
+            self.stats["full_masks"] += 1
+        image.setflags(write=False)
+        mask.setflags(write=False)
+        self.stats["loaded"] += 1
+        return image, mask
+
+    def get(self, c: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Decoded ``(image, mask)`` of file ``j`` of class ``c`` (cached). Raises BadImageError."""
+        key = (c, j)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        if key in self._bad:
+            raise BadImageError(self.files[c][j], self._bad[key])
+        try:
+            item = self._load(c, j)
+        except BadImageError as e:
+            self._bad[key] = e.reason
+            self.stats["bad_files"] += 1
+            log.warning("skipping object image %s (%d bad so far)", e, len(self._bad))
+            raise
+        if self.cache_items:
+            self._cache[key] = item
+            while len(self._cache) > self.cache_items:
+                self._cache.popitem(last=False)
+        return item
+
+    def draw(self, rng: np.random.Generator) -> ObjectSample:
+        """One object instance; a bad file is skipped and another drawn with ``rng``.
+
+        The candidates never change with what is known to be bad, so the result depends only on
+        ``rng`` and the files, not on the history of this process (worker-count invariance).
+        """
+        for _ in range(self.max_bad_draws):
+            c, j = self._pick(rng)
+            try:
+                image, mask = self.get(c, j)
+            except BadImageError:
+                if len(self._bad) >= len(self):
+                    break
+                continue
+            return ObjectSample(image=image, mask=mask, label=c + 1, key=str(self.files[c][j]))
+        raise RuntimeError(f"{self.root}: no usable object image ({len(self._bad)} of {len(self)} files "
+                           f"are bad, e.g. {next(iter(self._bad.values()), '?')})")

@@ -96,6 +96,15 @@ def test_multiclass_labels_follow_subfolders(folders):
     assert seen == {1, 2}
 
 
+def test_one_class_merges_subfolders(folders):
+    from synthdet.sources import FolderObjectSource
+
+    src = FolderObjectSource(folders[0], class_name="thing", one_class=True)
+    assert src.class_names == ["thing"] and len(src.files) == 1
+    assert len(src) == len(FolderObjectSource(folders[0]))
+    assert {src.draw(np.random.default_rng(k)).label for k in range(10)} == {1}
+
+
 def _collect(stream, workers, batch=2):
     out = []
     for images, targets in make_loader(stream, batch_size=batch, num_workers=workers):

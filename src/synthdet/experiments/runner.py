@@ -174,8 +174,10 @@ class ExperimentRunner:
             from ..sources import BackgroundSource
 
             backgrounds = BackgroundSource.from_voc(backgrounds, exclude=self.cfg.data.backgrounds_exclude)
+        single = len(self.data.class_names) == 1
         stream = make_stream(objects, backgrounds, segmenter=seg_name, segmenter_kwargs=seg_kwargs,
-                             cache_dir=self.out / "mask_cache", config=synth_cfg, seed=seed)
+                             cache_dir=self.out / "mask_cache", config=synth_cfg, seed=seed,
+                             class_name=self.data.class_names[0] if single else None, one_class=single)
         src_names = list(stream.objects.class_names)
         if len(self.data.class_names) > 1 and src_names != self.data.class_names:
             raise ValueError(f"object classes {src_names} do not match the real dataset's classes "

@@ -76,16 +76,20 @@ class FolderObjectSource:
     classes, and returns the image and mask resized to ``size x size`` (uint8 / float32 in
     [0, 1]) with the 1-based class label. ``use_alpha`` (only with ``masks=None``) takes an RGBA
     image's alpha as its mask. ``stats`` counts bad files and empty / all-foreground masks (per
-    process). The returned arrays are read-only views of the cache.
+    process). The returned arrays are read-only views of the cache. ``one_class`` merges every
+    subfolder into a single class (named ``class_name``), e.g. CUB's 200 species as "bird".
     """
 
     def __init__(self, root: str | os.PathLike, masks: MaskProvider | None = None, size: int = 128,
                  cache_items: int = 512, class_name: str | None = None, balance_classes: bool = True,
-                 use_alpha: bool = False, max_bad_draws: int = 1000) -> None:
+                 use_alpha: bool = False, max_bad_draws: int = 1000, one_class: bool = False) -> None:
         if size < 1:
             raise ValueError(f"FolderObjectSource: size must be >= 1, got {size}")
         self.root = Path(root)
         self.class_names, self.files = discover_classes(self.root, class_name)
+        if one_class and len(self.files) > 1:
+            self.class_names = [class_name or self.root.name]
+            self.files = [sorted(p for f in self.files for p in f)]
         self.masks = masks
         self.size = int(size)
         self.cache_items = max(0, int(cache_items))

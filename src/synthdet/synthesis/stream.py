@@ -226,14 +226,17 @@ def make_stream(objects: str | os.PathLike | ObjectSource,
                 backgrounds: str | os.PathLike | Sequence[str | os.PathLike] | BackgroundSource,
                 segmenter: str = "grabcut", segmenter_kwargs: dict[str, Any] | None = None,
                 cache_dir: str | os.PathLike | None = None, config: SynthConfig | None = None, seed: int = 0,
-                progress: bool = True, **stream_kwargs: Any) -> SynthStream:
+                progress: bool = True, class_name: str | None = None, one_class: bool = False,
+                **stream_kwargs: Any) -> SynthStream:
     """Build a stream from folders (or ready sources).
 
     ``objects``: a folder (class subfolders allowed) or an ObjectSource. For a folder, each image
     is segmented once with ``segmenter`` (``none`` = naive pasting: no segmentation and
     ``config.naive_paste`` switched on) into a mask
     cache under ``cache_dir`` (default :func:`default_cache_dir`). ``backgrounds``: a folder, a
-    list of image paths or a BackgroundSource. Extra keyword arguments go to :class:`SynthStream`.
+    list of image paths or a BackgroundSource. ``class_name``/``one_class`` go to
+    :class:`~synthdet.sources.objects.FolderObjectSource`. Extra keyword arguments go to
+    :class:`SynthStream`.
     """
     from ..sources.objects import FolderObjectSource
 
@@ -248,7 +251,8 @@ def make_stream(objects: str | os.PathLike | ObjectSource,
 
             seg = get_segmenter(segmenter, **(segmenter_kwargs or {}))
             masks = MaskCache(Path(cache_dir) if cache_dir is not None else default_cache_dir(), seg)
-        source: ObjectSource = FolderObjectSource(objects, masks=masks, size=config.object_size)
+        source: ObjectSource = FolderObjectSource(objects, masks=masks, size=config.object_size,
+                                                  class_name=class_name, one_class=one_class)
         if masks is not None:
             counts = masks.prepare(source.paths, progress=progress)
             log.info("mask cache for %s (%s): %s", objects, segmenter, counts)

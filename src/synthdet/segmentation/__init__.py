@@ -1,1 +1,13 @@
-"""segmentation stage."""
+"""Unsupervised segmentation: object images in, soft foreground masks out.
+
+Registry (:func:`get_segmenter`): ``redo`` (trained ReDO mask network, ``checkpoint=``),
+``grabcut`` (OpenCV, centre-box prior, no training), ``none`` (whole frame = naive pasting),
+``file`` (user masks, ``mask_dir=``) and ``ellipse`` (centred-ellipse baseline for benchmarks).
+:class:`MaskCache` segments each object image once and keeps the masks on disk.
+ReDO training: :func:`synthdet.segmentation.redo.fit_redo` (imported lazily: it needs torch).
+"""
+
+from .base import Segmenter, get_segmenter, list_segmenters, register_segmenter
+from .cache import MaskCache
+
+__all__ = ["Segmenter", "MaskCache", "get_segmenter", "list_segmenters", "register_segmenter"]

@@ -1,1 +1,17 @@
-"""models stage."""
+"""models stage: SSD / RetinaNet detector builders over torchvision, by registry name."""
+
+from .detectors import (
+    build_detector,
+    efficientnet_lite0,
+    efficientnet_lite0_weights_path,
+    list_detectors,
+    load_weights,
+)
+
+__all__ = [
+    "build_detector",
+    "efficientnet_lite0",
+    "efficientnet_lite0_weights_path",
+    "list_detectors",
+    "load_weights",
+]

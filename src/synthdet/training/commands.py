@@ -1,0 +1,198 @@
+"""``synthdet pretrain | finetune | mixed``: thin CLI layers over :mod:`synthdet.training`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _kv(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    import yaml
+
+    return k, yaml.safe_load(v)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, config, curves)")
+    p.add_argument("--detector", default="ssd_mobilenet",
+                   help="ssd_mobilenet | ssd_resnet50 | ssd_efficientnet_lite0 | retinanet_resnet50")
+    p.add_argument("--weights", default="imagenet",
+                   help="imagenet (backbone, where obtainable) | none | path to a checkpoint (default imagenet)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="YAML of TrainConfig settings (top level, or under the command's name)")
+    p.add_argument("--set", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+                   help="override one TrainConfig setting, e.g. lr=5e-5 (repeatable)")
+    p.add_argument("--iterations", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:1")
+    p.add_argument("--num-workers", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--resume", action="store_true",
+                   help="continue a killed run from OUT/last.pt to the same result (the default)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _real(p: argparse.ArgumentParser, val: bool = True) -> None:
+    p.add_argument("--train", required=True, help="real training data (path for --format)")
+    p.add_argument("--format", default="coco", help="dataset format of --train/--val (coco, voc, yolo, ...)")
+    p.add_argument("--train-split", default=None, help="split option of the reader (e.g. train)")
+    p.add_argument("--n-real", type=int, default=-1,
+                   help="use a fixed, nested subset of N training images (-1: all)")
+    p.add_argument("--subset-seed", type=int, default=0, help="seed of the nested subsets")
+    if val:
+        p.add_argument("--val", default=None, help="validation data (default: none, final weights kept)")
+        p.add_argument("--val-split", default=None)
+
+
+def _synth(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--objects", required=True, help="folder of object images (class subfolders allowed)")
+    p.add_argument("--backgrounds", required=True, help="folder of background photos")
+    p.add_argument("--segmenter", default="grabcut", help="grabcut | none | redo | file")
+    p.add_argument("--segmenter-arg", type=_kv, action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--cache-dir", default=None, help="mask cache folder")
+    p.add_argument("--synth-config", type=Path, default=None, help="YAML of SynthConfig settings")
+    p.add_argument("--synth-seed", type=int, default=0)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("pretrain", help="pretrain a detector on the endless artificial stream",
+                              description="Pretrain (paper III-B): N iterations of Adam on samples synthesised "
+                                          "on the fly from object images and background photos.")
+    _common(p)
+    _synth(p)
+    p.set_defaults(func=run_pretrain)
+
+    f = subparsers.add_parser("finetune", help="finetune on N real images, keep the best validation checkpoint",
+                              description="Finetune (paper IV-B) from --weights on real box-labelled images; "
+                                          "validation AP@0.5 every val_every iterations, best.pt is the result.")
+    _common(f)
+    _real(f)
+    f.set_defaults(func=run_finetune)
+
+    m = subparsers.add_parser("mixed", help="one run on real + artificial samples (ablation baseline)",
+                              description="Train once on real images and artificial samples together, each "
+                                          "batch holding a fixed fraction of real samples.")
+    _common(m)
+    _real(m)
+    _synth(m)
+    m.add_argument("--pool", type=int, default=None, help="fixed pool of K artificial samples (default: stream)")
+    m.add_argument("--real-fraction", type=float, default=0.5, help="share of real samples per batch")
+    m.set_defaults(func=run_mixed)
+
+
+def _train_config(args: argparse.Namespace, stage: str):
+    from ..utils.config import from_dict, load_yaml
+    from .config import TrainConfig
+
+    data: dict[str, Any] = {}
+    if args.config:
+        data = load_yaml(args.config)
+        if isinstance(data.get(stage), dict):
+            data = data[stage]
+    data.update(dict(args.set))
+    for key in ("iterations", "batch_size", "image_size", "device", "num_workers", "seed"):
+        if getattr(args, key) is not None:
+            data[key] = getattr(args, key)
+    if args.no_progress:
+        data["progress"] = False
+    return from_dict(TrainConfig, data, where=str(args.config or stage))
+
+
+def _read_real(args: argparse.Namespace, path: str, split: str | None, subset: bool):
+    from ..datasets import read_dataset
+    from ..datasets.subsets import nested_subsets
+
+    records, names = read_dataset(args.format, path, split=split)
+    if not records:
+        raise ValueError(f"{path}: no images")
+    if subset and args.n_real != -1:
+        records = nested_subsets(records, [args.n_real], seed=args.subset_seed)[args.n_real]
+    return records, names
+
+
+def _stream(args: argparse.Namespace):
+    from ..synthesis import SynthConfig, make_stream
+    from ..utils.config import from_dict, load_yaml
+
+    data = load_yaml(args.synth_config) if args.synth_config else {}
+    if isinstance(data.get("synthesis"), dict):
+        data = data["synthesis"]
+    cfg = from_dict(SynthConfig, data, where=str(args.synth_config or "synthesis"))
+    return make_stream(args.objects, args.backgrounds, segmenter=args.segmenter,
+                       segmenter_kwargs=dict(args.segmenter_arg), cache_dir=args.cache_dir, config=cfg,
+                       seed=args.synth_seed, progress=not args.no_progress)
+
+
+def _report(result: Any, out: Path) -> None:
+    from dataclasses import asdict
+
+    from ..utils.files import atomic_write_json
+
+    summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items() if k != "losses"}
+    atomic_write_json(out / "result.json", summary)
+    best = "" if result.best_ap is None else f", best val AP50 {result.best_ap:.4f} at step {result.best_step}"
+    print(f"{result.steps} iterations in {result.seconds:.1f}s{best}; checkpoint {result.checkpoint}")
+
+
+def run_pretrain(args: argparse.Namespace) -> int:
+    from ..models import build_detector
+    from .protocol import pretrain
+
+    cfg = _train_config(args, "pretrain")
+    stream = _stream(args)
+    model = build_detector(args.detector, len(stream.class_names), cfg.image_size, args.weights)
+    result = pretrain(model, stream, cfg, args.out, resume=not args.no_resume)
+    _report(result, args.out)
+    return 0
+
+
+def _real_datasets(args: argparse.Namespace, image_size: int):
+    from ..datasets import DetectionDataset
+
+    train, names = _read_real(args, args.train, args.train_split, subset=True)
+    val = None
+    if args.val:
+        val_records, val_names = _read_real(args, args.val, args.val_split, subset=False)
+        if val_names and names and val_names != names:
+            raise ValueError(f"class names differ between --train {names} and --val {val_names}")
+        val = DetectionDataset(val_records, resize=image_size)
+    num_classes = max(names) if names else int(max((int(r.labels.max()) for r in train if len(r.labels)),
+                                                   default=1))
+    return DetectionDataset(train, resize=image_size), val, names, num_classes, len(train)
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    from ..models import build_detector
+    from .protocol import finetune
+
+    cfg = _train_config(args, "finetune")
+    train, val, names, k, n = _real_datasets(args, cfg.image_size)
+    print(f"finetuning {args.detector} on {n} real images, {k} classes")
+    model = build_detector(args.detector, k, cfg.image_size, args.weights)
+    result = finetune(model, train, val, cfg, args.out, resume=not args.no_resume, class_names=names)
+    _report(result, args.out)
+    return 0
+
+
+def run_mixed(args: argparse.Namespace) -> int:
+    from ..models import build_detector
+    from ..synthesis import SynthPool
+    from .protocol import mixed
+
+    cfg = _train_config(args, "mixed")
+    train, val, names, k, n = _real_datasets(args, cfg.image_size)
+    stream = _stream(args)
+    synth = stream if args.pool is None else SynthPool(stream, args.pool)
+    model = build_detector(args.detector, k, cfg.image_size, args.weights)
+    result = mixed(model, train, synth, cfg, args.out, real_fraction=args.real_fraction, val_dataset=val,
+                   resume=not args.no_resume, class_names=names)
+    _report(result, args.out)
+    print(json.dumps({"real_images": n, "pool": args.pool, "real_fraction": args.real_fraction}))
+    return 0

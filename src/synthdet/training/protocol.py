@@ -1,0 +1,101 @@
+"""The paper's protocol (section III-B / IV-B): pretrain on the artificial stream, finetune on
+N real images with validation AP every 25 iterations (best checkpoint kept), and the mixed
+real + artificial ablation baseline."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+from .engine import DistInfo, TrainResult, ValFn, batch_iterator, mixed_batch_iterator, run_training
+
+logger = logging.getLogger(__name__)
+
+
+def _val_fn(
+    val_dataset: torch.utils.data.Dataset, cfg: TrainConfig, class_names: Mapping[int, str] | Sequence[str] | None
+) -> ValFn:
+    from ..evaluation import evaluate_detector
+
+    def fn(model: nn.Module) -> float:
+        dev = next(model.parameters()).device
+        res = evaluate_detector(model, val_dataset, device=dev, batch_size=cfg.eval_batch_size,
+                                class_names=class_names, num_workers=cfg.num_workers)
+        return float(res["ap50"])
+
+    return fn
+
+
+def pretrain(
+    model: nn.Module,
+    dataset: torch.utils.data.Dataset,
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    resume: bool = True,
+) -> TrainResult:
+    """Train ``model`` for ``cfg.iterations`` on ``dataset`` (usually the endless ``SynthStream``;
+    any detection dataset works). Result checkpoint: ``out_dir/last.pt`` (final weights)."""
+    def batches(start: int, info: DistInfo):
+        return batch_iterator(dataset, cfg.batch_size, start, cfg.seed, cfg.num_workers, info)
+
+    return run_training(model, batches, cfg, out_dir, val_fn=None, resume=resume, stage="pretrain")
+
+
+def finetune(
+    model: nn.Module,
+    train_dataset: torch.utils.data.Dataset,
+    val_dataset: Optional[torch.utils.data.Dataset],
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    resume: bool = True,
+    val_fn: Optional[ValFn] = None,
+    class_names: Mapping[int, str] | Sequence[str] | None = None,
+) -> TrainResult:
+    """Finetune on real images: validation AP@0.5 on ``val_dataset`` every ``cfg.val_every``
+    iterations (and at the end); the best checkpoint (``best.pt``) is loaded into ``model``
+    and is the result; the curve goes to ``curve.csv`` / ``curve.json`` / ``curve.png``.
+
+    ``val_fn(model) -> float`` replaces the AP evaluation (e.g. another metric). With neither a
+    validation set nor ``val_fn`` the final weights are the result.
+    """
+    if val_fn is None and val_dataset is not None:
+        val_fn = _val_fn(val_dataset, cfg, class_names)
+
+    def batches(start: int, info: DistInfo):
+        return batch_iterator(train_dataset, cfg.batch_size, start, cfg.seed, cfg.num_workers, info)
+
+    return run_training(model, batches, cfg, out_dir, val_fn=val_fn, resume=resume, stage="finetune")
+
+
+def mixed(
+    model: nn.Module,
+    real_dataset: torch.utils.data.Dataset,
+    synth_dataset: torch.utils.data.Dataset,
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    real_fraction: float = 0.5,
+    val_dataset: Optional[torch.utils.data.Dataset] = None,
+    resume: bool = True,
+    val_fn: Optional[ValFn] = None,
+    class_names: Mapping[int, str] | Sequence[str] | None = None,
+) -> TrainResult:
+    """One run on real + artificial data (the ablation baseline): every batch holds exactly
+    ``round(batch_size * real_fraction)`` real samples and the rest from ``synth_dataset``
+    (a fixed ``SynthPool`` or the endless stream). Validation as in :func:`finetune` when a
+    validation set or ``val_fn`` is given."""
+    if val_fn is None and val_dataset is not None:
+        val_fn = _val_fn(val_dataset, cfg, class_names)
+    extra: dict[str, Any] = {"real_fraction": real_fraction,
+                             "real_per_batch": int(round(cfg.batch_size * real_fraction))}
+
+    def batches(start: int, info: DistInfo):
+        return mixed_batch_iterator(real_dataset, synth_dataset, cfg.batch_size, real_fraction, start, cfg.seed,
+                                    cfg.num_workers, info)
+
+    return run_training(model, batches, cfg, out_dir, val_fn=val_fn, resume=resume, stage="mixed",
+                        extra_config=extra)

@@ -247,7 +247,8 @@ class ExperimentRunner:
                 model = self._build(run.detector, self.cfg.weights)
                 t0 = time.perf_counter()
                 result = mixed(model, train_ds, synth, self._train_cfg("finetune", seed=seed, iterations=iters),
-                               out, real_fraction=self.cfg.study.mixed_real_fraction, resume=True)
+                               out, real_fraction=self.cfg.study.mixed_real_fraction, val_dataset=val_ds,
+                               resume=True)
         train_seconds = time.perf_counter() - t0
         checkpoint = result.checkpoint if result is not None else self.pretrain(run.pretrain)
         ev = self._evaluate(model, self.data.test)

@@ -81,8 +81,8 @@ def make_dev_set(out: Path, n_train: int = 600, n_eval: int = 150, seed: int = 0
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--images", type=Path)
-    ap.add_argument("--true-masks", type=Path)
+    ap.add_argument("--images", type=Path, help="default: the birds benchmark's classification images")
+    ap.add_argument("--true-masks", type=Path, help="default: the birds benchmark's true masks")
     ap.add_argument("--redo-checkpoint", type=Path, help="ReDO checkpoint file or folder (adds the redo row)")
     ap.add_argument("--segmenters", default="ellipse,none,grabcut", help="comma-separated registry names")
     ap.add_argument("--limit", type=int, default=None, help="score only the first N images")
@@ -94,7 +94,13 @@ def main(argv: list[str] | None = None) -> int:
         make_dev_set(args.make_dev_set)
         return 0
     if not (args.images and args.true_masks):
-        ap.error("--images and --true-masks are required")
+        from synthdet.datasets.birds import load_birds
+
+        try:  # default: the built-in birds benchmark (built by `synthdet data birds`)
+            bench = load_birds()
+        except FileNotFoundError as e:
+            ap.error(f"--images and --true-masks not given and no birds benchmark: {e}")
+        args.images, args.true_masks = bench.classification_dir, bench.true_masks_dir
     names = [n for n in args.segmenters.split(",") if n]
     segmenters = [get_segmenter(n) for n in names]
     if args.redo_checkpoint:

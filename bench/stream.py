@@ -6,7 +6,7 @@ per-sample reimplementation of the authors' approach (every object re-segmented 
 every time, PIL-based augmentation, PIL paste) as a ratio. ``--many N`` also renders from N
 object files (links to the same photos) to show that memory stays bounded.
 
-    .venv/bin/python bench/stream.py                      # offline photos if present, else synthetic
+    .venv/bin/python bench/stream.py                      # birds benchmark if built (synthdet data birds), else synthetic
     .venv/bin/python bench/stream.py --objects DIR --backgrounds DIR --samples 2000
 
 Figures are from whatever machine runs it; the CPU may be shared (noisy).
@@ -32,8 +32,16 @@ from synthdet.synthesis.compose import place_boxes
 from synthdet.utils.files import list_images
 from synthdet.utils.image import write_image
 
-BIRDS = Path("/tmp/rawdata/usr/share/tuxpaint/stamps/animals/birds")
-NATURE = Path("/tmp/rawdata/usr/share/backgrounds/mate/nature")
+
+
+def _birds_benchmark():
+    """The built-in birds benchmark if it has been built (``synthdet data birds``), else None."""
+    from synthdet.datasets.birds import load_birds
+
+    try:
+        return load_birds()
+    except FileNotFoundError:
+        return None
 
 
 def _rss_mb() -> tuple[float, float]:
@@ -51,10 +59,11 @@ def _current_rss_mb() -> float:
 def _prepare_inputs(args: argparse.Namespace, tmp: Path) -> tuple[Path, Path]:
     objects = tmp / "objects"
     objects.mkdir()
+    bench = None if (args.objects and args.backgrounds) else _birds_benchmark()
     if args.objects:
         src = [p for p in list_images(args.objects)]
-    elif BIRDS.is_dir():  # real photos only (no cartoon/ subfolder, no cartoon tux/pengwin)
-        src = [p for p in sorted(BIRDS.glob("*.png")) if p.name not in ("tux.png", "pengwin.png")]
+    elif bench is not None:  # the benchmark's classification images (real photos, 128 px)
+        src = list_images(bench.classification_dir)
     else:
         src = []
     if src:
@@ -69,8 +78,8 @@ def _prepare_inputs(args: argparse.Namespace, tmp: Path) -> tuple[Path, Path]:
             write_image(objects / f"{k:05d}.png", img)
     if args.backgrounds:
         backgrounds = Path(args.backgrounds)
-    elif NATURE.is_dir():
-        backgrounds = NATURE
+    elif bench is not None:
+        backgrounds = bench.backgrounds_dir
     else:
         backgrounds = tmp / "backgrounds"
         rng = np.random.default_rng(1)
@@ -163,8 +172,8 @@ def _reference_rate(objects: Path, backgrounds: Path, cfg: SynthConfig, samples:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--objects", help="object image folder (default: the offline bird photos, else synthetic)")
-    ap.add_argument("--backgrounds", help="background folder (default: the offline nature photos, else synthetic)")
+    ap.add_argument("--objects", help="object image folder (default: the birds benchmark classification images if built, else synthetic)")
+    ap.add_argument("--backgrounds", help="background folder (default: the birds benchmark backgrounds if built, else synthetic)")
     ap.add_argument("--segmenter", default="grabcut")
     ap.add_argument("--canvas", type=int, default=320)
     ap.add_argument("--samples", type=int, default=1000, help="samples timed per configuration")

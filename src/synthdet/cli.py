@@ -13,7 +13,7 @@ import sys
 
 # Sub-command modules, in pipeline order.
 _COMMAND_MODULES = (
-    "synthdet.datasets.commands",      # data birds, data check
+    "synthdet.datasets.commands",      # data birds
     "synthdet.segmentation.commands",  # segment fit/apply/eval
     "synthdet.sources.commands",       # generator fit/sample
     "synthdet.synthesis.commands",     # synth

@@ -13,14 +13,6 @@ from synthdet.evaluation import average_precision, box_iou, evaluate_detector, p
 E = np.zeros((0, 4))
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convs on a shared 2-core box: one thread avoids oversubscription (60x faster here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _ap(preds, gts, **kw):
     """preds: per image list of (box, score, label); gts: per image list of (box, label)."""

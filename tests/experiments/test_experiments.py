@@ -125,3 +125,28 @@ def test_tiny_experiment_end_to_end_resumes_and_reports(tiny_data, tmp_path):
     assert tables == results_tables(read_results(out))
     assert build_report(out).read_text() == tables  # rebuilt identically from the CSV
     assert "| pretrained |" in tables and (out / "report" / "ap_vs_n.png").is_file()
+
+
+def tiny_generator():
+    """A ``module:function`` generator spec for the test below: latents [B, 8] -> images [B, 3, 16, 16]."""
+    import torch
+
+    def generate(z):
+        return torch.tanh(z[:, :3, None, None].expand(-1, 3, 16, 16))
+
+    generate.latent_dim = 8
+    return generate
+
+
+def test_generated_object_pool_is_sampled_once(tmp_path):
+    cfg = _cfg(data=DataSpec(objects="o", backgrounds="b", real_train="t", real_val="v", real_test="t",
+                             generator="test_experiments:tiny_generator", generator_pool=5),
+               study=StudySpec(kind="objects", real_size=2, repeats=1))
+    assert {r.pretrain.objects for r in plan_runs(cfg)} == {"real", "generated"}
+    runner = ExperimentRunner(cfg, tmp_path)
+    folder = runner.generated_pool()
+    files = sorted(folder.glob("*.png"))
+    assert len(files) == 5
+    stamps = [f.stat().st_mtime_ns for f in files]
+    assert runner.generated_pool() == folder
+    assert [f.stat().st_mtime_ns for f in files] == stamps  # reused, not resampled

@@ -12,14 +12,6 @@ from synthdet.models import build_detector, efficientnet_lite0_weights_path, lis
 SIZE = 64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convs on a shared 2-core box: one thread avoids oversubscription (60x faster here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _batch():
     g = torch.Generator().manual_seed(0)

@@ -29,13 +29,3 @@ def image_dir(tmp_path_factory) -> Path:
         write_image(root / f"im{i}.{'jpg' if i % 2 else 'png'}", img)
     return root
 
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """These tiny models run fastest on one thread (and do not spin on a busy shared CPU)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

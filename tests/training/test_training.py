@@ -27,14 +27,6 @@ from synthdet.training import (
 SIZE = 64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny convs on a shared 2-core box: one thread avoids oversubscription (60x faster here)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 class ToyDataset(torch.utils.data.Dataset):
     """n tiny images; image i has one box whose corner encodes i (so batches can be identified)."""

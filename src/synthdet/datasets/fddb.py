@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._common import clean_boxes, image_sizes, log_summary, parse_numbers, read_lines, require_dir
+from ._common import clean_boxes, image_sizes, log_summary, parse_numbers, read_counted_blocks, require_dir
 from .records import DetectionRecord
 
 logger = logging.getLogger(__name__)
@@ -51,27 +51,15 @@ def ellipse_to_box(major: np.ndarray, minor: np.ndarray, angle: np.ndarray,
 
 def _parse_fold(path: Path) -> list[tuple[str, np.ndarray]]:
     """``(image name without extension, ellipses [N, 5])`` per image of one ellipse list."""
-    lines = list(read_lines(path, "FDDB ellipse list"))
-    out, i = [], 0
-    while i < len(lines):
-        _, name = lines[i]
-        if i + 1 >= len(lines):
-            raise ValueError(f"{path}:{lines[i][0]}: image {name!r} has no face count line")
-        lineno, count_text = lines[i + 1]
-        try:
-            count = int(count_text)
-        except ValueError:
-            raise ValueError(f"{path}:{lineno}: expected a face count, got {count_text!r}") from None
-        if count < 0 or i + 2 + count > len(lines):
-            raise ValueError(f"{path}:{lineno}: face count {count} but {len(lines) - i - 2} lines follow")
+    out = []
+    for name, _, block in read_counted_blocks(path, "FDDB ellipse list"):
         ell = []
-        for lineno, line in lines[i + 2:i + 2 + count]:
+        for lineno, line in block:
             vals = parse_numbers(line.split(), path, lineno, min_count=5)
             if len(vals) > 6:
                 raise ValueError(f"{path}:{lineno}: expected 'major minor angle cx cy 1', got {len(vals)} values")
             ell.append(vals[:5])
         out.append((name, np.array(ell, np.float64).reshape(-1, 5)))
-        i += 2 + count
     return out
 
 

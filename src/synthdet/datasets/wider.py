@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from ._common import clean_boxes, image_sizes, log_summary, parse_numbers, read_lines, require_dir, require_file
+from ._common import clean_boxes, image_sizes, log_summary, parse_numbers, read_counted_blocks, read_lines, require_dir, require_file
 from .records import DetectionRecord
 
 logger = logging.getLogger(__name__)
@@ -39,28 +39,15 @@ LEVELS = ("easy", "medium", "hard")
 
 def _parse_gt(path: Path) -> list[tuple[str, np.ndarray]]:
     """``(relative image path, faces int64 [N, 10])`` per image, in file order (dummy lines removed)."""
-    lines = list(read_lines(path, "WIDER Face gt file"))
-    out, i = [], 0
-    while i < len(lines):
-        _, name = lines[i]
-        if i + 1 >= len(lines):
-            raise ValueError(f"{path}:{lines[i][0]}: image {name!r} has no face count line")
-        lineno, count_text = lines[i + 1]
-        try:
-            count = int(count_text)
-        except ValueError:
-            raise ValueError(f"{path}:{lineno}: expected a face count after {name!r}, got {count_text!r}") from None
-        nlines = max(count, 1)  # a count of 0 is followed by one dummy line
-        if count < 0 or i + 2 + nlines > len(lines):
-            raise ValueError(f"{path}:{lineno}: face count {count} but only {len(lines) - i - 2} lines follow")
+    out = []
+    for name, count, block in read_counted_blocks(path, "WIDER Face gt file", dummy_line_on_zero=True):
         faces = []
-        for ln, line in lines[i + 2:i + 2 + nlines]:
+        for ln, line in block:
             if len(line.split()) == 1 and Path(line).suffix:
                 raise ValueError(f"{path}:{ln}: expected a face line, found image {line!r} "
-                                 f"(face count {count} on line {lineno} too large?)")
+                                 f"(face count {count} too large?)")
             faces.append(parse_numbers(line.split(), path, ln, count=10))
-        out.append((name, np.array(faces[:count], np.float64).reshape(-1, 10)))
-        i += 2 + nlines
+        out.append((name, np.array(faces, np.float64).reshape(-1, 10)))
     return out
 
 

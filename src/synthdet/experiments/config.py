@@ -45,6 +45,10 @@ class DataSpec:
     benchmark_root: Optional[str] = None
     objects: Optional[str] = None
     generator: Optional[str] = None  # generator spec for the "objects" study (GAN checkpoint, TorchScript, module:fn)
+    # 0 = endless: every object is a fresh sample, segmented on the fly. N > 0 = sample N images
+    # once into the experiment folder, segment each once (mask cache) and draw from that pool,
+    # which is what a CPU can afford when the segmenter is slow (GrabCut: ~0.1 s per object).
+    generator_pool: int = 0
     backgrounds: Optional[str] = None
     backgrounds_format: Literal["folder", "voc"] = "folder"
     backgrounds_exclude: tuple[str, ...] = ("person",)

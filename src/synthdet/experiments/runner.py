@@ -162,7 +162,9 @@ class ExperimentRunner:
         seg_name, seg_kwargs = self.segmenter_settings(spec.segmenter)
         synth_cfg = from_dict(SynthConfig, self.cfg.synthesis, where="synthesis")
         objects: Any = self.data.objects
-        if spec.objects == "generated":
+        if spec.objects == "generated" and self.cfg.data.generator_pool > 0:
+            objects = self.generated_pool()
+        elif spec.objects == "generated":
             from ..segmentation import get_segmenter
             from ..sources.generator import GeneratorObjectSource, load_generator
 
@@ -183,6 +185,22 @@ class ExperimentRunner:
             raise ValueError(f"object classes {src_names} do not match the real dataset's classes "
                              f"{self.data.class_names} (name the object subfolders like the classes)")
         return stream
+
+    def generated_pool(self) -> Path:
+        """Sample ``data.generator_pool`` images from the generator once into ``OUT/generated_objects``."""
+        from ..sources.generator import load_generator, sample_images
+        from ..utils.image import write_image
+
+        folder = self.out / "generated_objects"
+        done = folder / "done.json"
+        if not done.is_file():
+            gen = load_generator(self.cfg.data.generator)
+            count = self.cfg.data.generator_pool
+            log.info("sampling %d object images from %s", count, self.cfg.data.generator)
+            for i, img in enumerate(sample_images(gen, count, seed=self.cfg.seed)):
+                write_image(folder / f"generated_{i:06d}.png", img)
+            atomic_write_json(done, {"generator": self.cfg.data.generator, "count": count, "seed": self.cfg.seed})
+        return folder
 
     # ----------------------------------------------------------------------------- training
     def _build(self, detector: str, weights: str):

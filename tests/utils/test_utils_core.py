@@ -1,4 +1,5 @@
 import dataclasses
+import os
 from typing import Optional
 
 import cv2
@@ -87,6 +88,9 @@ def test_atomic_write_leaves_no_temporary(tmp_path):
     atomic_write_text(tmp_path / "sub" / "f.txt", "hello")
     assert (tmp_path / "sub" / "f.txt").read_text() == "hello"
     assert [p.name for p in (tmp_path / "sub").iterdir()] == ["f.txt"]
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "sub" / "f.txt").stat().st_mode & 0o777 == 0o666 & ~mask
 
 
 def test_list_images_sorted_and_filtered(tmp_path):

@@ -53,7 +53,7 @@ def demo_config(quick: bool = False, data_root: Optional[str] = None, device: st
     )
 
 
-def _segmentation_iou(runner: ExperimentRunner, limit: int = 200) -> dict[str, float]:
+def _segmentation_iou(runner: ExperimentRunner, limit: int | None = None) -> dict[str, float]:
     """Mean foreground IoU (mask > 0.5) of the demo's segmenter and a centred-ellipse baseline."""
     from ..segmentation import MaskCache, get_segmenter
     from ..utils.files import list_images
@@ -104,7 +104,7 @@ def _prediction_grid(runner: ExperimentRunner, rows: list[dict], path: Path, cou
             continue
         best = max(cands, key=lambda r: int(r["n_real"]))
         metrics = json.loads((runner.out / "runs" / best["run_id"] / "metrics.json").read_text())
-        model = runner._build(best["detector"], metrics["checkpoint"]).eval()
+        model = runner.build_model(best["detector"], metrics["checkpoint"]).eval()
         captions.append(f"row {len(captions) + 1}: {variant}, {best['n_real']} real images")
         with torch.inference_mode():
             for i in range(len(ds)):

@@ -133,7 +133,7 @@ def plot_ap_vs_n(rows: Sequence[Row], path: str | Path, study: str = "data_effic
     ax.set_ylabel("test AP@0.5 (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -203,7 +203,7 @@ class ExperimentRunner:
         return folder
 
     # ----------------------------------------------------------------------------- training
-    def _build(self, detector: str, weights: str):
+    def build_model(self, detector: str, weights: str):
         from ..models import build_detector
 
         return build_detector(detector, num_classes=len(self.data.class_names),
@@ -219,7 +219,7 @@ class ExperimentRunner:
             return Path(json.loads(done.read_text())["checkpoint"])
         seed = self.cfg.seed + 1000 * spec.repeat
         log.info("pretraining %s", spec.run_id)
-        model = self._build(spec.detector, self.cfg.weights)
+        model = self.build_model(spec.detector, self.cfg.weights)
         result = pretrain(model, self.make_stream(spec, seed), self._train_cfg("pretrain", seed=seed), out,
                           resume=True)
         atomic_write_json(done, {"checkpoint": str(result.checkpoint), "steps": result.steps,
@@ -245,14 +245,14 @@ class ExperimentRunner:
         result = None
         n_actual = 0
         if run.mode == "pretrain_only":
-            model = self._build(run.detector, str(self.pretrain(run.pretrain)))
+            model = self.build_model(run.detector, str(self.pretrain(run.pretrain)))
         else:
             train = self._real_subset(run.n_real, run.repeat)
             n_actual = len(train)
             train_ds, val_ds = DetectionDataset(train), DetectionDataset(self.data.val)
             if run.mode == "finetune":
                 weights = str(self.pretrain(run.pretrain)) if run.pretrain else self.cfg.weights
-                model = self._build(run.detector, weights)
+                model = self.build_model(run.detector, weights)
                 t0 = time.perf_counter()
                 result = finetune(model, train_ds, val_ds, self._train_cfg("finetune", seed=seed), out,
                                   resume=True)
@@ -262,7 +262,7 @@ class ExperimentRunner:
                 stream = self.make_stream(PretrainSpec(run.detector, run.repeat), self.cfg.seed + 1000 * run.repeat)
                 synth = stream if run.pool is None else SynthPool(stream, run.pool)
                 iters = self._train_cfg("pretrain").iterations + self._train_cfg("finetune").iterations
-                model = self._build(run.detector, self.cfg.weights)
+                model = self.build_model(run.detector, self.cfg.weights)
                 t0 = time.perf_counter()
                 result = mixed(model, train_ds, synth, self._train_cfg("finetune", seed=seed, iterations=iters),
                                out, real_fraction=self.cfg.study.mixed_real_fraction, val_dataset=val_ds,

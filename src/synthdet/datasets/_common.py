@@ -63,15 +63,16 @@ def read_lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
 
 
 def read_counted_blocks(path: Path, what: str, dummy_line_on_zero: bool = False
-                        ) -> list[tuple[str, int, list[tuple[int, str]]]]:
+                        ) -> Iterator[tuple[str, int, int, list[tuple[int, str]]]]:
     """Blocks of ``name`` / ``count`` / ``count`` lines (FDDB ellipse lists, WIDER Face gt files).
 
-    Returns ``(name, count, [(lineno, line), ...])`` per block. ``dummy_line_on_zero``: a count of 0
+    Yields ``(name, count, count's line number, [(lineno, line), ...])`` per block, lazily, so a
+    caller that checks each block reports the first bad one. ``dummy_line_on_zero``: a count of 0
     is followed by one placeholder line (WIDER Face), which is skipped. Truncated blocks or a
     non-integer count raise ValueError naming file and line.
     """
     lines = list(read_lines(path, what))
-    out, i = [], 0
+    i = 0
     while i < len(lines):
         _, name = lines[i]
         if i + 1 >= len(lines):
@@ -84,9 +85,8 @@ def read_counted_blocks(path: Path, what: str, dummy_line_on_zero: bool = False
         nlines = max(count, 1) if dummy_line_on_zero else count
         if count < 0 or i + 2 + nlines > len(lines):
             raise ValueError(f"{path}:{lineno}: face count {count} but only {len(lines) - i - 2} lines follow")
-        out.append((name, count, lines[i + 2:i + 2 + count]))
+        yield name, count, lineno, lines[i + 2:i + 2 + count]
         i += 2 + nlines
-    return out
 
 
 def parse_numbers(tokens: Sequence[str], path: Path, lineno: int, count: int | None = None,

@@ -52,7 +52,7 @@ def ellipse_to_box(major: np.ndarray, minor: np.ndarray, angle: np.ndarray,
 def _parse_fold(path: Path) -> list[tuple[str, np.ndarray]]:
     """``(image name without extension, ellipses [N, 5])`` per image of one ellipse list."""
     out = []
-    for name, _, block in read_counted_blocks(path, "FDDB ellipse list"):
+    for name, _, _, block in read_counted_blocks(path, "FDDB ellipse list"):
         ell = []
         for lineno, line in block:
             vals = parse_numbers(line.split(), path, lineno, min_count=5)

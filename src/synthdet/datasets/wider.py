@@ -40,12 +40,12 @@ LEVELS = ("easy", "medium", "hard")
 def _parse_gt(path: Path) -> list[tuple[str, np.ndarray]]:
     """``(relative image path, faces int64 [N, 10])`` per image, in file order (dummy lines removed)."""
     out = []
-    for name, count, block in read_counted_blocks(path, "WIDER Face gt file", dummy_line_on_zero=True):
+    for name, count, count_line, block in read_counted_blocks(path, "WIDER Face gt file", dummy_line_on_zero=True):
         faces = []
         for ln, line in block:
             if len(line.split()) == 1 and Path(line).suffix:
                 raise ValueError(f"{path}:{ln}: expected a face line, found image {line!r} "
-                                 f"(face count {count} too large?)")
+                                 f"(face count {count} on line {count_line} too large?)")
             faces.append(parse_numbers(line.split(), path, ln, count=10))
         out.append((name, np.array(faces, np.float64).reshape(-1, 10)))
     return out

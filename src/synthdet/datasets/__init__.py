@@ -3,7 +3,7 @@
 Names are imported lazily (PEP 562) so that ``synthdet --help`` does not pay for torch.
 """
 
-import importlib
+from ..utils.lazy import lazy_exports
 
 _EXPORTS = {
     "DetectionDataset": ".records",
@@ -17,7 +17,4 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -1,6 +1,19 @@
-"""evaluation stage: AP@0.5 (Pascal VOC all-point interpolation), detector evaluation, PR plots."""
+"""evaluation stage: AP@0.5 (Pascal VOC all-point interpolation), detector evaluation, PR plots.
 
-from .ap import average_precision, box_iou, voc_ap
-from .evaluate import evaluate_detector, plot_pr_curves, predict
+Exports are lazy (PEP 562) so that ``synthdet --help`` does not import torch.
+"""
 
-__all__ = ["average_precision", "box_iou", "evaluate_detector", "plot_pr_curves", "predict", "voc_ap"]
+from ..utils.lazy import lazy_exports
+
+_EXPORTS = {
+    "average_precision": ".ap",
+    "box_iou": ".ap",
+    "voc_ap": ".ap",
+    "evaluate_detector": ".evaluate",
+    "plot_pr_curves": ".evaluate",
+    "predict": ".evaluate",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -1,9 +1,21 @@
-"""Experiments: YAML study specs, a resumable runner, paper-style tables/plots, the demo."""
+"""Experiments: YAML study specs, a resumable runner, paper-style tables/plots, the demo.
 
-from .config import ExperimentConfig, load_experiment
-from .plan import PretrainSpec, RunSpec, plan_runs
-from .report import build_report
-from .runner import ExperimentRunner, run_experiment
+Exports are lazy (PEP 562) so that ``synthdet --help`` does not import torch.
+"""
 
-__all__ = ["ExperimentConfig", "ExperimentRunner", "PretrainSpec", "RunSpec", "build_report",
-           "load_experiment", "plan_runs", "run_experiment"]
+from ..utils.lazy import lazy_exports
+
+_EXPORTS = {
+    "ExperimentConfig": ".config",
+    "load_experiment": ".config",
+    "PretrainSpec": ".plan",
+    "RunSpec": ".plan",
+    "plan_runs": ".plan",
+    "build_report": ".report",
+    "ExperimentRunner": ".runner",
+    "run_experiment": ".runner",
+}
+
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -5,9 +5,7 @@ Exports are lazy (PEP 562): the generator modules import torch, the CLI should n
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
+from ..utils.lazy import lazy_exports
 from .base import ObjectSample, ObjectSource
 
 _EXPORTS = {
@@ -20,9 +18,4 @@ _EXPORTS = {
 __all__ = sorted([*_EXPORTS, "ObjectSample", "ObjectSource"])
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

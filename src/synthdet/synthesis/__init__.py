@@ -5,8 +5,9 @@ Exports are lazy (PEP 562) so that ``synthdet --help`` does not import torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ..utils.lazy import lazy_exports
 
 _EXPORTS = {
     "SynthConfig": ".config",
@@ -27,9 +28,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from .stream import SynthPool, SynthSample, SynthStream, make_loader, make_stream
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -5,14 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..utils.config import parse_key_value
 
-def _kv(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    k, v = text.split("=", 1)
-    import yaml
 
-    return k, yaml.safe_load(v)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,14 +22,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=("coco", "yolo", "voc"), default="coco")
     p.add_argument("--segmenter", default="grabcut",
                    help="grabcut | none (naive pasting) | redo | file (default: grabcut)")
-    p.add_argument("--segmenter-arg", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--segmenter-arg", type=parse_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="segmenter option, e.g. checkpoint=redo.pt or mask_dir=masks/ (repeatable)")
     p.add_argument("--cache-dir", default=None, help="mask cache folder (default ~/.cache/synthdet/masks)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--start", type=int, default=0, help="index of the first sample")
     p.add_argument("--config", default=None,
                    help="YAML of SynthConfig settings (top level or under 'synthesis:')")
-    p.add_argument("--set", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", type=parse_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="override one SynthConfig setting, e.g. num_objects=[1,3] (repeatable)")
     p.add_argument("--preview", action="store_true", help="also write preview.png with boxes drawn")
     p.add_argument("--no-progress", action="store_true")

@@ -1,30 +1,29 @@
-"""training stage: the pretrain / finetune / mixed protocol over a plain train loop, checkpoints."""
+"""training stage: the pretrain / finetune / mixed protocol over a plain train loop, checkpoints.
 
-from .checkpoint import load_checkpoint, save_checkpoint
+Exports are lazy (PEP 562) so that ``synthdet --help`` does not import torch.
+"""
+
+from __future__ import annotations
+
+from ..utils.lazy import lazy_exports
 from .config import TrainConfig
-from .engine import (
-    EndlessSampler,
-    NonFiniteLossError,
-    TrainResult,
-    batch_iterator,
-    mixed_batch_iterator,
-    run_training,
-    train_one_step,
-)
-from .protocol import finetune, mixed, pretrain
 
-__all__ = [
-    "EndlessSampler",
-    "NonFiniteLossError",
-    "TrainConfig",
-    "TrainResult",
-    "batch_iterator",
-    "finetune",
-    "load_checkpoint",
-    "mixed",
-    "mixed_batch_iterator",
-    "pretrain",
-    "run_training",
-    "save_checkpoint",
-    "train_one_step",
-]
+_EXPORTS = {
+    "load_checkpoint": ".checkpoint",
+    "save_checkpoint": ".checkpoint",
+    "EndlessSampler": ".engine",
+    "NonFiniteLossError": ".engine",
+    "TrainResult": ".engine",
+    "batch_iterator": ".engine",
+    "mixed_batch_iterator": ".engine",
+    "run_training": ".engine",
+    "train_one_step": ".engine",
+    "finetune": ".protocol",
+    "mixed": ".protocol",
+    "pretrain": ".protocol",
+}
+
+__all__ = sorted([*_EXPORTS, "TrainConfig"])
+
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)

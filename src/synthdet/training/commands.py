@@ -7,14 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..utils.config import parse_key_value
 
-def _kv(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    k, v = text.split("=", 1)
-    import yaml
 
-    return k, yaml.safe_load(v)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -25,7 +20,7 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="imagenet (backbone, where obtainable) | none | path to a checkpoint (default imagenet)")
     p.add_argument("--config", type=Path, default=None,
                    help="YAML of TrainConfig settings (top level, or under the command's name)")
-    p.add_argument("--set", type=_kv, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--set", type=parse_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="override one TrainConfig setting, e.g. lr=5e-5 (repeatable)")
     p.add_argument("--iterations", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -55,7 +50,7 @@ def _synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objects", required=True, help="folder of object images (class subfolders allowed)")
     p.add_argument("--backgrounds", required=True, help="folder of background photos")
     p.add_argument("--segmenter", default="grabcut", help="grabcut | none | redo | file")
-    p.add_argument("--segmenter-arg", type=_kv, action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--segmenter-arg", type=parse_key_value, action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--cache-dir", default=None, help="mask cache folder")
     p.add_argument("--synth-config", type=Path, default=None, help="YAML of SynthConfig settings")
     p.add_argument("--synth-seed", type=int, default=0)

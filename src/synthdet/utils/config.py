@@ -120,6 +120,16 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+def parse_key_value(text: str) -> tuple[str, Any]:
+    """``"KEY=VALUE"`` (a CLI ``--set`` override) -> ``(KEY, VALUE parsed as YAML)``."""
+    import argparse
+
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    return key, yaml.safe_load(value)
+
+
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     """Read a YAML mapping; a clear error names the file if it is missing or not a mapping."""
     path = Path(path)

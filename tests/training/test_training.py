@@ -143,6 +143,23 @@ def test_resume_gives_identical_weights(tmp_path):
     assert {"model", "optimizer", "step", "rng", "config"} <= set(ck) and ck["config"]["train"]["iterations"] == 4
 
 
+def test_killed_run_resumes_with_identical_loss_log(tmp_path):
+    """A run killed mid logging window (checkpoint at step 2, log every 3) logs the same losses."""
+    ds = ToyDataset(5)
+    cfg = _cfg(iterations=4, log_every=3, checkpoint_every=2, val_every=3)
+    full = finetune(_model(), ds, None, cfg, tmp_path / "full", val_fn=lambda m: 0.5)
+
+    def killed(model):
+        raise KeyboardInterrupt  # the process dies at the step-3 validation, after step 2's checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        finetune(_model(), ds, None, cfg, tmp_path / "run", val_fn=killed)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 2
+    resumed = finetune(_model(seed=123), ds, None, cfg, tmp_path / "run", val_fn=lambda m: 0.5)
+    assert [x["step"] for x in full.losses] == [3, 4]
+    assert resumed.losses == full.losses
+
+
 def test_finetune_keeps_best_checkpoint(tmp_path):
     seq = iter([0.2, 0.7, 0.4])
     snapshots = {}

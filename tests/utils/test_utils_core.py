@@ -123,3 +123,14 @@ def test_coco_roundtrip_matches_pycocotools(tmp_path):
     image, target = DetectionDataset(records, resize=10)[0]
     assert image.shape == (3, 10, 10)
     np.testing.assert_allclose(target["boxes"][1].numpy(), [0, 0, 10, 10])
+
+
+def test_dataset_target_carries_difficult_flags_and_coco_ids_stay_unique(tmp_path):
+    write_image(tmp_path / "a.png", np.zeros((8, 8, 3), np.uint8))
+    rec = DetectionRecord(str(tmp_path / "a.png"), 8, 8, boxes=[[0, 0, 4, 4], [4, 4, 8, 8]], labels=[1, 1],
+                          extra={"difficult": [False, True]})
+    _, target = DetectionDataset([rec])[0]
+    assert target["difficult"].tolist() == [False, True]
+    coco = __import__("synthdet.datasets.coco", fromlist=["records_to_coco"]).records_to_coco(
+        [rec.replace(image_id=0), rec.replace(image_id=1)], {1: "a"})
+    assert [im["id"] for im in coco["images"]] == [1, 2]  # id 0 would have collided with id 1

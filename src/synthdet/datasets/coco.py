@@ -32,11 +32,13 @@ def records_to_coco(
 
     images, annotations = [], []
     ann_id = 1
+    ids = [int(r.image_id) for r in records]
+    keep_ids = all(k > 0 for k in ids) and len(set(ids)) == len(ids)  # else renumber 1..N
     for i, rec in enumerate(records):
         file_name = rec.image_path
         if image_root is not None:
             file_name = os.path.relpath(rec.image_path, image_root)
-        image_id = rec.image_id or i + 1
+        image_id = ids[i] if keep_ids else i + 1
         images.append({"id": int(image_id), "file_name": file_name, "width": int(rec.width), "height": int(rec.height)})
         for j, (box, lab) in enumerate(zip(rec.boxes, rec.labels)):
             x0, y0, x1, y1 = (float(v) for v in box)

@@ -40,7 +40,7 @@ class DetectionRecord:
 
 
 def validate_boxes(boxes: np.ndarray, width: int, height: int, where: str) -> np.ndarray:
-    """Clip XYXY boxes to the image and drop degenerate ones; raises on NaN."""
+    """Clip XYXY boxes to the image (degenerate ones are kept); raises on NaN."""
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     if not np.isfinite(boxes).all():
         raise ValueError(f"{where}: non-finite box coordinates")
@@ -51,7 +51,7 @@ def validate_boxes(boxes: np.ndarray, width: int, height: int, where: str) -> np
 
 
 class DetectionDataset(torch.utils.data.Dataset):
-    """Records -> ``(image FloatTensor[3, H, W] in [0, 1], {"boxes", "labels", "image_id"})``.
+    """Records -> ``(image FloatTensor[3, H, W] in [0, 1], {"boxes", "labels", "image_id"[, "difficult"]})``.
 
     ``transform(image_uint8_rgb, boxes, labels, rng)`` may augment; ``resize`` (square side)
     resizes image and boxes. Images are read lazily, so the dataset pickles cheaply.
@@ -98,6 +98,10 @@ class DetectionDataset(torch.utils.data.Dataset):
             "labels": torch.as_tensor(labels, dtype=torch.int64).reshape(-1),
             "image_id": torch.tensor(self.records[index].image_id),
         }
+        difficult = self.records[index].extra.get("difficult")
+        if difficult is not None and len(difficult) == len(target["boxes"]):
+            # VOC "difficult" / WIDER ignored faces: neither a hit nor a miss in AP
+            target["difficult"] = torch.as_tensor(np.asarray(difficult, bool))
         return image, target
 
 

@@ -196,6 +196,8 @@ def batch_iterator(
         if world == 1 and hasattr(dataset, "start"):
             ds = copy.copy(dataset)
             ds.start = getattr(dataset, "start", 0) + start_step * batch_size
+            if getattr(ds, "length", None) is not None:  # a finite stream keeps its end
+                ds.length = max(0, ds.length - start_step * batch_size)
             if hasattr(ds, "block"):
                 ds.block = per_rank
             return iter(torch.utils.data.DataLoader(ds, batch_size=per_rank, **common))
@@ -349,6 +351,8 @@ def run_training(
     step, best_ap, best_step = 0, None, None
     curve: list[dict[str, Any]] = []
     losses: list[dict[str, float]] = []
+    window: list[dict[str, float]] = []  # losses since the last logged step
+    resume_rng: Optional[dict[str, Any]] = None
     last_path, best_path = out / "last.pt", out / "best.pt"
     if resume and last_path.is_file():
         ck = load_checkpoint(last_path)
@@ -358,7 +362,8 @@ def run_training(
             scaler.load_state_dict(ck["scaler"])
         step, best_ap, best_step = int(ck["step"]), ck.get("best_ap"), ck.get("best_step")
         curve, losses = list(ck.get("curve", [])), list(ck.get("losses", []))
-        set_rng_state(ck["rng"])
+        window = list(ck.get("loss_window", []))
+        resume_rng = ck["rng"]  # restored once the batch iterator exists (creating it draws a seed)
         old = ck.get("config", {}).get("train", {})
         changed = sorted(k for k in old if k != "iterations" and old.get(k) != resolved["train"].get(k))
         if changed:
@@ -366,8 +371,10 @@ def run_training(
         logger.info("resumed %s at step %d/%d", last_path, step, cfg.iterations)
     elif info.main:
         out.mkdir(parents=True, exist_ok=True)
-        for stale in ("best.pt", "curve.json", "curve.csv", "curve.png", "losses.csv"):
+        for stale in ("last.pt", "best.pt", "curve.json", "curve.csv", "curve.png", "losses.csv"):
             (out / stale).unlink(missing_ok=True)  # a fresh start must not inherit an old run's best
+    if resume_rng is None:  # fresh start: the run's own randomness (dropout, ...) follows cfg.seed
+        torch.manual_seed(cfg.seed + info.rank)
     if info.main:
         dump_yaml(resolved, out / "config.yaml")
 
@@ -379,7 +386,7 @@ def run_training(
     def state() -> dict[str, Any]:
         return {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
                 "step": step, "rng": rng_state(), "config": resolved, "best_ap": best_ap, "best_step": best_step,
-                "curve": curve, "losses": losses}
+                "curve": curve, "losses": losses, "loss_window": window}
 
     def validate() -> None:
         nonlocal best_ap, best_step
@@ -410,9 +417,10 @@ def run_training(
         from tqdm import tqdm
 
         pbar = tqdm(total=cfg.iterations, initial=step, desc=stage, unit="it", leave=False)
-    window: list[dict[str, float]] = []
     try:
         it = batches(step, info) if step < cfg.iterations else iter(())
+        if resume_rng is not None:
+            set_rng_state(resume_rng)
         while step < cfg.iterations:
             images, targets = _to_device(next(it), device)
             parts = train_one_step(train_net, images, targets, optimizer, scaler, amp, cfg.max_grad_norm, info, step)

@@ -33,7 +33,7 @@ def demo_config(quick: bool = False, data_root: Optional[str] = None, device: st
     # CPU budget: SSD learns slowly, so the demo uses lr 1e-3 (the paper's 1e-4 is the
     # TrainConfig default) and 128 px inputs; see README for what these settings reach.
     if quick:
-        size, pre_it, ft_it, sizes, batch = 128, 80, 40, (0, 10, -1), 8
+        size, pre_it, ft_it, sizes, batch = 128, 60, 30, (0, 10, -1), 8
     else:
         size, pre_it, ft_it, sizes, batch = 128, 600, 200, (0, 10, 50, -1), 16
     return ExperimentConfig(

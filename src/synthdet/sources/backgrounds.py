@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import OrderedDict
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from ..utils.files import IMAGE_EXTENSIONS, list_images
 from ..utils.image import BadImageError, read_image, to_rgb_uint8
+from .base import CachedSource
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def decode_reduced(path: str | os.PathLike, min_short_side: int) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-class BackgroundSource:
+class BackgroundSource(CachedSource):
     """Random background canvases from photos.
 
     ``draw(rng, size)`` returns uint8 ``size x size x 3``: a random crop of ``crop`` (low, high)
@@ -81,19 +81,8 @@ class BackgroundSource:
         self._init_state()
 
     def _init_state(self) -> None:
-        self._cache: OrderedDict[tuple[int, int], np.ndarray] = OrderedDict()
-        self._bad: dict[int, str] = {}
-        self.stats: dict[str, int] = {"loaded": 0, "bad_files": 0, "upscaled": 0}
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for k in ("_cache", "_bad", "stats"):
-            state.pop(k)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_state()
+        super()._init_state()
+        self.stats["upscaled"] = 0
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -121,9 +110,8 @@ class BackgroundSource:
     def get(self, index: int, work: int) -> np.ndarray:
         """Photo ``index`` decoded with short side <= ``work`` (cached). Raises BadImageError."""
         key = (index, work)
-        hit = self._cache.get(key)
+        hit = self._cache_get(key)
         if hit is not None:
-            self._cache.move_to_end(key)
             return hit
         if index in self._bad:
             raise BadImageError(self.paths[index], self._bad[index])
@@ -136,10 +124,7 @@ class BackgroundSource:
             raise
         img.setflags(write=False)
         self.stats["loaded"] += 1
-        if self.cache_items:
-            self._cache[key] = img
-            while len(self._cache) > self.cache_items:
-                self._cache.popitem(last=False)
+        self._cache_put(key, img)
         return img
 
     def _resize(self, patch: np.ndarray, size: int) -> np.ndarray:
@@ -151,14 +136,11 @@ class BackgroundSource:
 
     def _whole(self, index: int, work: int, size: int, img: np.ndarray) -> np.ndarray:
         key = (index, -size)
-        hit = self._cache.get(key)
+        hit = self._cache_get(key)
         if hit is None:
             hit = self._resize(img, size)
             hit.setflags(write=False)
-            if self.cache_items:
-                self._cache[key] = hit
-                while len(self._cache) > self.cache_items:
-                    self._cache.popitem(last=False)
+            self._cache_put(key, hit)
         return hit
 
     def draw(self, rng: np.random.Generator, size: int, crop: tuple[float, float] | None = None,

@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections import OrderedDict
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
 
 from ..utils.files import IMAGE_EXTENSIONS, list_images
 from ..utils.image import BadImageError, read_image_rgba
-from .base import ObjectSample
+from .base import CachedSource, ObjectSample
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ def discover_classes(root: str | os.PathLike, class_name: str | None = None) -> 
     return names, files
 
 
-class FolderObjectSource:
+class FolderObjectSource(CachedSource):
     """An :class:`~synthdet.sources.base.ObjectSource` over a folder of object images.
 
     Classes: see :func:`discover_classes` (class subfolders, or one flat class).
@@ -100,19 +99,8 @@ class FolderObjectSource:
         self._init_state()
 
     def _init_state(self) -> None:
-        self._cache: OrderedDict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
-        self._bad: dict[tuple[int, int], str] = {}
-        self.stats: dict[str, int] = {"loaded": 0, "bad_files": 0, "empty_masks": 0, "full_masks": 0}
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        for k in ("_cache", "_bad", "stats"):
-            state.pop(k)
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._init_state()
+        super()._init_state()
+        self.stats.update(empty_masks=0, full_masks=0)
 
     def __len__(self) -> int:
         return int(self._offsets[-1])
@@ -160,9 +148,8 @@ class FolderObjectSource:
     def get(self, c: int, j: int) -> tuple[np.ndarray, np.ndarray]:
         """Decoded ``(image, mask)`` of file ``j`` of class ``c`` (cached). Raises BadImageError."""
         key = (c, j)
-        hit = self._cache.get(key)
+        hit = self._cache_get(key)
         if hit is not None:
-            self._cache.move_to_end(key)
             return hit
         if key in self._bad:
             raise BadImageError(self.files[c][j], self._bad[key])
@@ -173,10 +160,7 @@ class FolderObjectSource:
             self.stats["bad_files"] += 1
             log.warning("skipping object image %s (%d bad so far)", e, len(self._bad))
             raise
-        if self.cache_items:
-            self._cache[key] = item
-            while len(self._cache) > self.cache_items:
-                self._cache.popitem(last=False)
+        self._cache_put(key, item)
         return item
 
     def draw(self, rng: np.random.Generator) -> ObjectSample:

@@ -196,19 +196,23 @@ def test_same_seed_gives_identical_files(sources, built, tmp_path):
     assert [d0[k] for k in scenes] != [d1[k] for k in scenes]
 
 
-def test_half_written_build_is_detected_and_replaced(sources, tmp_path):
+def test_foreign_folder_is_refused_and_replaced_only_with_force(sources, tmp_path):
     out = tmp_path / "birds"
     (out / "classification" / "images").mkdir(parents=True)
-    (out / "junk.txt").write_text("interrupted")
+    (out / "junk.txt").write_text("the user's file")
     stale = tmp_path / ".birds.tmp-999999999"
     stale.mkdir()
-    with pytest.raises(FileNotFoundError, match="incomplete"):
+    with pytest.raises(FileNotFoundError, match="no manifest.json"):
         load_birds(tmp_path)
-    bench = build_birds_from_sources(out, sources, TINY, progress=False)
-    assert not (out / "junk.txt").exists() and not stale.exists()
+    with pytest.raises(FileExistsError, match="did not write.*--force"):
+        build_birds_from_sources(out, sources, TINY, progress=False)
+    assert (out / "junk.txt").read_text() == "the user's file"
+    bench = build_birds_from_sources(out, sources, TINY, progress=False, force=True)
+    assert not (out / "junk.txt").exists() and not stale.exists() and (out / ".synthdet").is_file()
     assert load_birds(tmp_path).manifest == bench.manifest
     assert load_birds(out).root == out
     assert [p.name for p in tmp_path.iterdir()] == ["birds"]
+    assert build_birds_from_sources(out, sources, TINY, progress=False).manifest == bench.manifest  # ours now
 
 
 def test_failed_build_leaves_nothing_and_retry_works(sources, tmp_path, monkeypatch):

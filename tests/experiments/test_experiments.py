@@ -150,3 +150,13 @@ def test_generated_object_pool_is_sampled_once(tmp_path):
     stamps = [f.stat().st_mtime_ns for f in files]
     assert runner.generated_pool() == folder
     assert [f.stat().st_mtime_ns for f in files] == stamps  # reused, not resampled
+
+
+def test_demo_config_file_matches_the_demo():
+    from pathlib import Path
+
+    from synthdet.experiments.config import load_experiment
+    from synthdet.experiments.demo import demo_config
+
+    path = Path(__file__).parents[2] / "configs" / "birds_demo.yaml"
+    assert load_experiment(path) == demo_config()

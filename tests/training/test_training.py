@@ -266,7 +266,9 @@ def test_cli_finetune_then_eval(tmp_path, capsys):
     import json
 
     res = json.loads((out / "result.json").read_text())
-    assert res["steps"] == 2 and len(res["curve"]) == 2 and res["checkpoint"].endswith("best.pt")
+    # the default "short" recipe also validates the starting weights (step 0)
+    assert res["steps"] == 2 and [c["step"] for c in res["curve"]] == [0, 1, 2]
+    assert res["checkpoint"].endswith("best.pt")
     rc = main(["eval", "--data", str(val), "--checkpoint", str(out / "best.pt"), "--out", str(tmp_path / "ev"),
                "--device", "cpu", "--no-progress"])
     assert rc == 0

@@ -40,6 +40,8 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
             w, h = im.size
     except FileNotFoundError:
         raise FileNotFoundError(f"image not found: {path}") from None
+    except Image.DecompressionBombError as e:
+        raise ValueError(f"{path}: image too large ({e})") from None
     except (UnidentifiedImageError, OSError) as e:
         raise ValueError(f"{path}: not a readable image ({e})") from None
     return int(w), int(h)

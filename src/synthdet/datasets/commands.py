@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="data root; the benchmark goes to ROOT/birds (default: $SYNTHDET_HOME "
                        "or ~/.cache/synthdet)")
     birds.add_argument("--seed", type=int, default=None, help="random seed (default 0, or the config's)")
-    birds.add_argument("--force", action="store_true", help="rebuild even if a complete benchmark exists")
+    birds.add_argument("--force", action="store_true", help="rebuild even if a complete benchmark exists, and replace a ROOT/birds "
+                       "folder that synthdet did not write")
     birds.add_argument("--cache", type=Path, default=None,
                        help="where downloaded/extracted packages are kept (default: ROOT/cache)")
     birds.add_argument("--debs", type=Path, default=None,

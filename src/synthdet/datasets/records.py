@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -10,6 +11,8 @@ import numpy as np
 import torch
 
 from ..utils.image import read_image
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,6 +42,30 @@ class DetectionRecord:
         return dataclasses.replace(self, **changes)
 
 
+def usable_boxes(boxes: np.ndarray) -> np.ndarray:
+    """Bool mask ``[N]`` of XYXY boxes that are finite and have positive width and height (the
+    others would crash a torchvision detector's training step or count as ground truth)."""
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    return np.isfinite(boxes).all(axis=1) & (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+
+
+def drop_unusable(records: Sequence[DetectionRecord], where: str) -> list[DetectionRecord]:
+    """Records with their unusable boxes (see :func:`usable_boxes`) removed; logs how many."""
+    out, dropped = [], 0
+    for rec in records:
+        keep = usable_boxes(rec.boxes)
+        if keep.all():
+            out.append(rec)
+            continue
+        dropped += int((~keep).sum())
+        extra = {k: (np.asarray(v)[keep] if isinstance(v, (list, np.ndarray)) and len(v) == len(keep) else v)
+                 for k, v in rec.extra.items()}
+        out.append(rec.replace(boxes=rec.boxes[keep], labels=rec.labels[keep], extra=extra))
+    if dropped:
+        logger.warning("%s: %d NaN or empty boxes dropped", where, dropped)
+    return out
+
+
 def validate_boxes(boxes: np.ndarray, width: int, height: int, where: str) -> np.ndarray:
     """Clip XYXY boxes to the image (degenerate ones are kept); raises on NaN."""
     boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
@@ -53,9 +80,17 @@ def validate_boxes(boxes: np.ndarray, width: int, height: int, where: str) -> np
 class DetectionDataset(torch.utils.data.Dataset):
     """Records -> ``(image FloatTensor[3, H, W] in [0, 1], {"boxes", "labels", "image_id"[, "difficult"]})``.
 
-    ``transform(image_uint8_rgb, boxes, labels, rng)`` may augment; ``resize`` (square side)
-    resizes image and boxes. Images are read lazily, so the dataset pickles cheaply.
+    ``transform(image_uint8_rgb, boxes, labels, rng)`` may augment (e.g.
+    :class:`~synthdet.datasets.transforms.RealAugment`; a transform with a ``mosaic_p`` also gets
+    ``others(k)``, k more random samples of this dataset); ``resize`` (square side) resizes image
+    and boxes. Images are read lazily, so the dataset pickles cheaply.
+
+    The index may be an ``int`` or ``(index, draw)``: the augmentation's generator is seeded with
+    ``(seed, index, draw)``, so the trainer's endless sampler (which passes its global position as
+    ``draw``) gets a new augmentation of an image every time it is drawn, the same in every run.
     """
+
+    wants_draw = property(lambda self: self.transform is not None)
 
     def __init__(
         self,
@@ -81,27 +116,36 @@ class DetectionDataset(torch.utils.data.Dataset):
             boxes = boxes * np.array([w / rec.width, h / rec.height] * 2, np.float32)
         return img, boxes, labels
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def __getitem__(self, index: int | tuple[int, int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         import cv2
 
+        index, draw = (int(index[0]), int(index[1])) if isinstance(index, tuple) else (int(index), 0)
         img, boxes, labels = self.load(index)
         if self.transform is not None:
-            rng = np.random.default_rng([self.seed, index])
-            img, boxes, labels = self.transform(img, boxes, labels, rng)
+            rng = np.random.default_rng([self.seed, index, draw])
+            if getattr(self.transform, "mosaic_p", 0):
+                def others(k: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+                    return [self.load(int(j)) for j in rng.integers(0, len(self), k)]
+
+                img, boxes, labels = self.transform(img, boxes, labels, rng, others=others)
+            else:
+                img, boxes, labels = self.transform(img, boxes, labels, rng)
         if self.resize:
             h, w = img.shape[:2]
             img = cv2.resize(img, (self.resize, self.resize), interpolation=cv2.INTER_AREA)
             boxes = boxes * np.array([self.resize / w, self.resize / h] * 2, np.float32)
         image = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(255)
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+        keep = usable_boxes(boxes)
         target = {
-            "boxes": torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-            "labels": torch.as_tensor(labels, dtype=torch.int64).reshape(-1),
+            "boxes": torch.as_tensor(boxes[keep], dtype=torch.float32).reshape(-1, 4),
+            "labels": torch.as_tensor(np.asarray(labels).reshape(-1)[keep], dtype=torch.int64).reshape(-1),
             "image_id": torch.tensor(self.records[index].image_id),
         }
         difficult = self.records[index].extra.get("difficult")
-        if difficult is not None and len(difficult) == len(target["boxes"]):
+        if difficult is not None and len(difficult) == len(keep):
             # VOC "difficult" / WIDER ignored faces: neither a hit nor a miss in AP
-            target["difficult"] = torch.as_tensor(np.asarray(difficult, bool))
+            target["difficult"] = torch.as_tensor(np.asarray(difficult, bool)[keep])
         return image, target
 
 

@@ -10,10 +10,14 @@ from .cars import read_cars
 from .coco import read_coco
 from .cub import read_cub
 from .fddb import read_fddb
-from .records import DetectionRecord
+from .records import DetectionRecord, drop_unusable
 from .voc import read_voc
 from .wider import read_wider
 from .yolo import read_yolo
+
+class DatasetOptionError(TypeError, ValueError):
+    """An option (``split=``, ...) the dataset format does not take: a user mistake."""
+
 
 Reader = Callable[..., tuple[list[DetectionRecord], dict[int, str]]]
 
@@ -50,5 +54,8 @@ def read_dataset(fmt: str, path: str | os.PathLike, **kwargs: Any) -> tuple[list
     kwargs = {k: v for k, v in kwargs.items() if k in params or v is not None}
     unknown = sorted(set(kwargs) - set(params))
     if unknown:
-        raise TypeError(f"dataset format {fmt!r} does not take {unknown}; its options: {params}")
-    return reader(path, **kwargs)
+        given = ", ".join(f"{k}={kwargs[k]!r}" for k in unknown)
+        raise DatasetOptionError(f"{path}: the {fmt} reader has no option {given} (its options: "
+                                 f"{', '.join(params) or 'none'}); for {fmt}, give each split as its own path")
+    records, names = reader(path, **kwargs)
+    return drop_unusable(records, str(path)), names

@@ -105,6 +105,23 @@ class StudySpec:
     mixed_real_fraction: float = 0.5
     repeats: int = 3
 
+    def __post_init__(self) -> None:
+        bad = [n for n in self.real_sizes if n < -1]
+        if bad:
+            raise ValueError(f"real_sizes: {bad} not allowed (a count >= 0, or -1 for all real images)")
+        if len(set(self.real_sizes)) != len(self.real_sizes):
+            raise ValueError(f"real_sizes lists a size twice: {list(self.real_sizes)}")
+        if not self.real_sizes and self.kind == "data_efficiency":
+            raise ValueError("real_sizes must list at least one size")
+        if self.real_size < 1 and self.real_size != -1:
+            raise ValueError(f"real_size must be >= 1 or -1 (all), got {self.real_size}")
+        if any(m < 1 for m in self.pool_multipliers):
+            raise ValueError(f"pool_multipliers must be >= 1, got {list(self.pool_multipliers)}")
+        if not 0.0 < self.mixed_real_fraction < 1.0:
+            raise ValueError(f"mixed_real_fraction must be in (0, 1), got {self.mixed_real_fraction}")
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+
 
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -125,19 +142,21 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         if not self.detectors:
             raise ValueError("detectors must list at least one detector")
-        if self.study.repeats < 1:
-            raise ValueError("study.repeats must be >= 1")
+        if self.image_size < 32:
+            raise ValueError(f"image_size must be at least 32 px, got {self.image_size}")
+        if self.eval_batch_size < 1:
+            raise ValueError(f"eval_batch_size must be >= 1, got {self.eval_batch_size}")
         if self.study.kind == "objects" and not self.data.generator:
             raise ValueError("study kind 'objects' needs data.generator")
 
 
 def _check_stage_settings(cfg: ExperimentConfig) -> None:
     from ..synthesis import SynthConfig
-    from ..training import TrainConfig
+    from ..training.config import train_config
 
     from_dict(SynthConfig, cfg.synthesis, where="synthesis")
-    from_dict(TrainConfig, cfg.pretrain, where="pretrain")
-    from_dict(TrainConfig, cfg.finetune, where="finetune")
+    train_config(cfg.pretrain, where="pretrain")
+    train_config(cfg.finetune, where="finetune")
 
 
 def experiment_from_dict(data: dict[str, Any], where: str = "experiment") -> ExperimentConfig:
@@ -148,9 +167,13 @@ def experiment_from_dict(data: dict[str, Any], where: str = "experiment") -> Exp
 
 
 def load_experiment(path: str | Path) -> ExperimentConfig:
-    """Read a YAML experiment file; errors name the file and the bad key."""
+    """Read a YAML experiment file; errors name the file and the bad key. An empty file is an
+    error (it would silently run the default study)."""
+    data = load_yaml(path)
+    if not data:
+        raise ConfigError(f"{path}: empty experiment file (see configs/ for examples)")
     try:
-        return experiment_from_dict(load_yaml(path), where=str(path))
+        return experiment_from_dict(data, where=str(path))
     except ConfigError:
         raise
     except ValueError as e:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -19,6 +20,7 @@ from ..utils.files import atomic_write_text
 from .runner import read_results
 
 Row = dict[str, str]
+logger = logging.getLogger(__name__)
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float, Optional[float]]:
@@ -79,24 +81,31 @@ def results_tables(rows: Sequence[Row]) -> str:
 
 
 def labels_saved(rows: Sequence[Row], study: str, detector: str) -> Optional[str]:
-    """How many real images the pretrained model needed to match the baseline trained on all."""
+    """Label savings: for each N, the largest number of real images M the baseline needed to do no
+    better than the pretrained model with N ("pretrained with N matches the baseline trained on M")."""
     groups = aggregate(rows)
-    base = groups.get((study, detector, "no_pretraining", -1))
-    if not base:
+    n_all = max((int(r["n_real"]) for r in rows if r["study"] == study and r["detector"] == detector), default=0)
+
+    def mean_by_n(variant: str) -> list[tuple[int, float]]:
+        return sorted((n_all if n < 0 else n, statistics.fmean(v)) for (s, d, var, n), v in groups.items()
+                      if s == study and d == detector and var == variant and n != 0)
+
+    base, pre = mean_by_n("no_pretraining"), mean_by_n("pretrained")
+    if not base or not pre:
         return None
-    target = statistics.fmean(base)
-    n_all = max(int(r["n_real"]) for r in rows if r["study"] == study and r["detector"] == detector)
-    pre = sorted((n, statistics.fmean(v)) for (s, d, var, n), v in groups.items()
-                 if s == study and d == detector and var == "pretrained" and n > 0)
+    lines = []
     for n, ap in pre:
-        if ap >= target:
-            return (f"Pretrained with **{n}** real images reaches {100 * ap:.1f} AP, matching the baseline "
-                    f"trained on all {n_all} ({100 * target:.1f} AP).")
-    best = max(pre, key=lambda t: t[1]) if pre else None
-    if best is None:
-        return None
-    return (f"No pretrained run with fewer real images matched the baseline trained on all {n_all} "
-            f"({100 * target:.1f} AP); the best pretrained run ({best[0]} images) reached {100 * best[1]:.1f}.")
+        matched = [(m, b) for m, b in base if m > n and b <= ap]
+        if matched:
+            m, b = max(matched)
+            lines.append(f"pretrained with **{n}** real images ({100 * ap:.1f} AP) matches the baseline trained on "
+                         f"**{m}** ({100 * b:.1f} AP): {m / n:.0f}x fewer boxes")
+        else:
+            same = dict(base).get(n)
+            vs = f"; baseline at {n}: {100 * same:.1f}" if same is not None else ""
+            lines.append(f"pretrained with {n} real images ({100 * ap:.1f} AP{vs}) matches no baseline trained "
+                         "on more images")
+    return "Label savings: " + "; ".join(lines) + "."
 
 
 def plot_ap_vs_n(rows: Sequence[Row], path: str | Path, study: str = "data_efficiency") -> Optional[Path]:
@@ -150,8 +159,13 @@ def _read_curve(run_dir: Path) -> list[tuple[int, float]]:
         pts = []
         for r in csv.DictReader(f):
             ap = r.get("val_ap") or r.get("ap50") or r.get("ap")
-            if ap not in (None, ""):
+            if ap in (None, ""):
+                continue
+            try:
                 pts.append((int(float(r["step"])), float(ap)))
+            except (KeyError, TypeError, ValueError):
+                logger.warning("%s: unreadable row %s, curve not plotted", csv_path, r)
+                return []
     return pts
 
 
@@ -180,10 +194,34 @@ def plot_val_curves(out_dir: str | Path, rows: Sequence[Row], path: str | Path) 
     return path
 
 
+_COLUMNS = {"study": str, "detector": str, "variant": str, "n_real": int, "n_real_requested": int,
+            "ap50": float, "run_id": str}
+
+
+def check_rows(path: str | Path, rows: Sequence[Row]) -> None:
+    """Raise ValueError naming ``path:line`` and the column when a results row cannot be read
+    (missing column, empty or non-numeric value where a number belongs)."""
+    for i, r in enumerate(rows):
+        where = f"{path}:{i + 2}"
+        for col, typ in _COLUMNS.items():
+            value = r.get(col)
+            if value is None or (value == "" and typ is not str):
+                raise ValueError(f"{where}: no '{col}' value (is this a synthdet results.csv?)")
+            try:
+                typ(float(value)) if typ is int else typ(value)
+            except ValueError:
+                raise ValueError(f"{where}: '{col}' is {value!r}, expected a number") from None
+            if typ is int and not float(value).is_integer():
+                raise ValueError(f"{where}: '{col}' is {value!r}, expected an integer")
+
+
 def build_report(out_dir: str | Path) -> Path:
     """Regenerate ``OUT/report/{tables.md, ap_vs_n.png, val_curves.png}`` from ``results.csv``."""
     out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise FileNotFoundError(f"{out_dir}: no such experiment folder")
     rows = read_results(out_dir)
+    check_rows(out_dir / "results.csv", rows)
     rep = out_dir / "report"
     rep.mkdir(parents=True, exist_ok=True)
     tables = results_tables(rows)

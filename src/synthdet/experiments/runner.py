@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -24,8 +25,9 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..datasets.records import DetectionDataset, DetectionRecord
-from ..utils.config import dump_yaml, from_dict, to_dict
+from ..utils.config import ConfigError, dump_yaml, from_dict, to_dict
 from ..utils.files import atomic_path, atomic_write_json
+from ..utils.outdir import check_ours, locked, write_marker
 from .config import ExperimentConfig
 from .plan import PretrainSpec, RunSpec, plan_runs
 
@@ -84,8 +86,11 @@ def resolve_data(cfg: ExperimentConfig) -> ResolvedData:
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    try:
+        with open(path, newline="") as f:
+            return list(csv.DictReader(f))
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not a readable CSV file ({e})") from None
 
 
 def read_results(out_dir: str | Path) -> list[dict[str, str]]:
@@ -116,12 +121,11 @@ class ExperimentRunner:
         return self._data
 
     def _train_cfg(self, stage: str, **overrides: Any):
-        from ..training import TrainConfig
+        from ..training.config import train_config
 
         raw = dict(getattr(self.cfg, stage))
         raw.setdefault("device", self.cfg.device)
-        raw.update(overrides)
-        return from_dict(TrainConfig, raw, where=stage)
+        return train_config(raw, where=stage, **overrides)
 
     def _real_subset(self, n: int, repeat: int) -> list[DetectionRecord]:
         from ..datasets.subsets import nested_subsets
@@ -205,15 +209,14 @@ class ExperimentRunner:
 
     # ----------------------------------------------------------------------------- training
     def build_model(self, detector: str, weights: str, seed: int = 0):
-        """The detector of a run; its random initialisation is a function of ``seed``."""
-        import torch
+        """The detector of a run: rebuilt from a checkpoint path as saved, else built by name with
+        its random initialisation a function of ``seed``."""
+        from ..models import build_detector, load_detector
 
-        from ..models import build_detector
-
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            return build_detector(detector, num_classes=len(self.data.class_names),
-                                  image_size=self.cfg.image_size, weights=weights)
+        if weights not in ("imagenet", "none"):
+            return load_detector(weights, image_size=self.cfg.image_size)
+        return build_detector(detector, num_classes=len(self.data.class_names), image_size=self.cfg.image_size,
+                              weights=weights, seed=seed)
 
     def pretrain(self, spec: PretrainSpec) -> Path:
         """Pretrain (or resume, or reuse) and return the final checkpoint path."""
@@ -306,9 +309,23 @@ class ExperimentRunner:
         return path
 
     def run(self, max_runs: Optional[int] = None) -> list[dict[str, str]]:
-        """Execute every unfinished run (at most ``max_runs`` of them); return the results rows."""
+        """Execute every unfinished run (at most ``max_runs`` of them); return the results rows.
+
+        Holds the folder's writer lock; refuses a folder synthdet did not write and a folder
+        whose runs used other settings (see :func:`check_same_settings`).
+        """
+        with locked(self.out):
+            self._claim()
+            return self._run_todo(max_runs)
+
+    def _claim(self) -> None:
+        check_ours(self.out, legacy=("config.yaml",), hint="choose another --out", writer="experiment")
         self.out.mkdir(parents=True, exist_ok=True)
+        check_same_settings(self.out, self.cfg)
         dump_yaml(self.cfg, self.out / "config.yaml")
+        write_marker(self.out, "experiment", config_hash=settings_hash(self.cfg))
+
+    def _run_todo(self, max_runs: Optional[int]) -> list[dict[str, str]]:
         todo = [r for r in self.runs if not self.is_done(r)]
         log.info("%d runs planned, %d finished, %d to do", len(self.runs), len(self.runs) - len(todo), len(todo))
         for k, run in enumerate(todo):
@@ -321,6 +338,57 @@ class ExperimentRunner:
                 self.on_run_done(run, metrics)
         self.write_results()
         return _read_rows(self.out / "results.csv")
+
+
+# Settings that decide which runs exist (each run's own spec carries its part) or that do not
+# change results; everything else in the config changes what a finished run would produce.
+_RUN_SET = {"name", "device", "eval_batch_size", "study.kind", "study.real_sizes", "study.real_size",
+            "study.pool_multipliers", "study.include_stream", "study.repeats"}
+_NO_EFFECT = {"device", "num_workers", "progress", "log_every", "eval_batch_size"}
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: data}
+
+
+def result_settings(cfg: ExperimentConfig | dict) -> dict[str, Any]:
+    """The flattened settings (``"pretrain.iterations": 300``) that decide the result of a run."""
+    raw = json.loads(json.dumps(to_dict(cfg)))  # tuples -> lists, as read back from YAML
+    return {k: v for k, v in _flatten(raw).items()
+            if k not in _RUN_SET and not (k.count(".") == 1 and k.split(".")[1] in _NO_EFFECT
+                                          and k.split(".")[0] in ("pretrain", "finetune"))}
+
+
+def settings_hash(cfg: ExperimentConfig | dict) -> str:
+    """Short hash of :func:`result_settings`; recorded in the experiment folder's marker."""
+    text = json.dumps(result_settings(cfg), sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def check_same_settings(out_dir: str | Path, cfg: ExperimentConfig) -> None:
+    """Refuse to add runs of ``cfg`` to a folder whose runs used other settings.
+
+    Settings that only add or remove runs (``study`` sizes, repeats, ...) or do not change results
+    (``device``, ``name``) may change: new runs are planned, finished ones kept. Settings missing
+    from the old ``config.yaml`` (added in a later version) are not compared.
+    """
+    path = Path(out_dir) / "config.yaml"
+    if not path.is_file():
+        return
+    from ..utils.config import load_yaml
+
+    old, new = result_settings(load_yaml(path)), result_settings(cfg)
+    changed = [f"{k}: {old[k]!r} -> {new.get(k)!r}" for k in sorted(old) if old[k] != new.get(k)
+               and not (k not in new and any(n.startswith(k + ".") for n in new))]
+    if changed:
+        shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
+        raise ConfigError(f"{path}: this experiment folder holds runs made with other settings ({shown}); "
+                          "use another --out, or restore those settings to resume")
 
 
 def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, max_runs: Optional[int] = None) -> list[dict[str, str]]:

@@ -1,10 +1,11 @@
-"""models stage: SSD / RetinaNet detector builders over torchvision, by registry name."""
+"""models stage: FCOS / SSD / RetinaNet detector builders over torchvision, by registry name."""
 
 from .detectors import (
     build_detector,
     efficientnet_lite0,
     efficientnet_lite0_weights_path,
     list_detectors,
+    load_detector,
     load_weights,
 )
 
@@ -13,5 +14,6 @@ __all__ = [
     "efficientnet_lite0",
     "efficientnet_lite0_weights_path",
     "list_detectors",
+    "load_detector",
     "load_weights",
 ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
 from collections import OrderedDict
 from functools import partial
 from typing import Any, Callable
@@ -66,15 +67,25 @@ def build_detector(
     num_classes: int,
     image_size: int = 300,
     weights: str = "imagenet",
-    head_init: str = "xavier",
+    head_init: str | None = None,
+    seed: int | None = None,
+    **options: Any,
 ) -> nn.Module:
     """Build a detector by registry name.
 
     ``num_classes`` counts object classes only (background is added inside). ``image_size``:
     the square side images are resized to inside the model. ``weights``: ``"imagenet"``
     (backbone ImageNet weights where obtainable, else a warning and random init), ``"none"``
-    (random init), or a path to a synthdet checkpoint / state dict to load. ``head_init``:
-    ``"xavier"`` (paper) or ``"default"`` (torchvision's own head initialisation).
+    (random init), or a path to a synthdet checkpoint / state dict to load (read with
+    ``weights_only=True``). ``head_init``: ``"xavier"`` (the paper's, the SSD and RetinaNet
+    default) or ``"default"`` (torchvision's own head initialisation, the FCOS default); None: the
+    detector's own default. ``seed``: the random initialisation is drawn from
+    ``torch.manual_seed(seed)`` (the global RNG is left as it was); None: from the global RNG.
+    ``options``: extra keyword arguments of the detector's builder (e.g. ``fpn_channels``).
+
+    The model carries ``synthdet_meta``: every argument needed to rebuild exactly this network
+    (including choices a builder made itself, such as the layout torchvision's ImageNet weights
+    imply); checkpoints store it and :func:`load_detector` reads it.
     """
     if name not in _REGISTRY:
         raise ValueError(f"unknown detector {name!r}; choose from {list_detectors()}")
@@ -82,36 +93,70 @@ def build_detector(
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if image_size < 32:
         raise ValueError(f"image_size must be >= 32, got {image_size}")
-    if head_init not in ("xavier", "default"):
+    if head_init is not None and head_init not in ("xavier", "default"):
         raise ValueError(f"head_init must be 'xavier' or 'default', got {head_init!r}")
     checkpoint = None
     if weights not in ("imagenet", "none"):
         checkpoint = weights
         weights = "none"
-    model = _REGISTRY[name](num_classes=num_classes, image_size=image_size, imagenet=weights == "imagenet",
-                            head_init=head_init)
-    model.synthdet_meta = {"name": name, "num_classes": num_classes, "image_size": image_size}  # type: ignore[assignment]
+    if head_init is not None:
+        options["head_init"] = head_init
+    with torch.random.fork_rng(devices=[], enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        model = _REGISTRY[name](num_classes=num_classes, image_size=image_size, imagenet=weights == "imagenet",
+                                **options)
+    built = {**options, **getattr(model, "synthdet_build", {})}
+    model.synthdet_meta = {"name": name, "num_classes": num_classes, "image_size": image_size,  # type: ignore[assignment]
+                           "options": built}
     if checkpoint is not None:
         load_weights(model, checkpoint)
     return model
 
 
-def load_weights(model: nn.Module, path: str) -> None:
+def load_detector(path: str | Path, trust: bool = False, image_size: int | None = None) -> nn.Module:
+    """Rebuild the detector a synthdet checkpoint was trained as, with its weights.
+
+    The checkpoint's ``detector`` entry (written by every training run) names the builder and
+    all its arguments, so the network is exactly the saved one, whatever weights files this
+    machine has. ``trust``: allow files that need full unpickling (can run code; only for
+    checkpoints from a source you trust). ``image_size``: override the input side (the weights do
+    not depend on it).
+    """
+    from ..training.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(path, trust)
+    meta = ck.get("detector") or (ck.get("config") or {}).get("detector")
+    if not isinstance(meta, dict) or meta.get("name") not in _REGISTRY:
+        raise ValueError(f"{path}: the checkpoint does not say which detector it holds "
+                         f"({meta.get('name') if isinstance(meta, dict) else 'no detector entry'}); "
+                         "build it with build_detector(..., weights=PATH) or pass --detector")
+    model = build_detector(meta["name"], int(meta["num_classes"]), int(image_size or meta["image_size"]),
+                           weights="none", **dict(meta.get("options") or {}))
+    _load_state(model, ck["model"], Path(path))
+    return model
+
+
+def load_weights(model: nn.Module, path: str | Path, trust: bool = False) -> None:
     """Load model weights from a synthdet checkpoint (``{"model": state_dict, ...}``) or a state dict."""
-    from pathlib import Path
+    from ..training.checkpoint import read_torch_file
 
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"weights file not found: {p}")
-    state = torch.load(p, map_location="cpu", weights_only=False)
+    state = read_torch_file(p, trust)
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict):
         raise ValueError(f"{p}: not a checkpoint or state dict")
+    _load_state(model, state, p)
+
+
+def _load_state(model: nn.Module, state: dict, path: Path) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise ValueError(f"{p}: weights do not fit this detector: {str(e).splitlines()[0]}") from None
+        raise ValueError(f"{path}: weights do not fit this detector: {str(e).splitlines()[0]}") from None
 
 
 def _xavier_init(module: nn.Module) -> None:
@@ -210,17 +255,29 @@ def _lite_extra(cin: int, cout: int, norm_layer: Callable[..., nn.Module]) -> nn
 
 
 @_register("ssd_mobilenet")
-def ssd_mobilenet(num_classes: int, image_size: int = 300, imagenet: bool = True, head_init: str = "xavier") -> SSD:
-    """SSDLite over MobileNetV3-Large (torchvision's ssdlite320 structure, any square size)."""
+def ssd_mobilenet(num_classes: int, image_size: int = 300, imagenet: bool = True, head_init: str = "xavier",
+                  layout: str | None = None) -> SSD:
+    """SSDLite over MobileNetV3-Large (torchvision's ssdlite320 structure, any square size).
+
+    ``layout``: ``"imagenet"`` (full tail, ImageNet mean/std: the network torchvision's weights
+    fit) or ``"plain"`` (reduced tail, mean/std 0.5: the from-scratch layout); None: ``imagenet``
+    exactly when the ImageNet weights are found. The choice is recorded for reloading.
+    """
     from torchvision.models import MobileNet_V3_Large_Weights, mobilenet_v3_large
 
     norm_layer = partial(nn.BatchNorm2d, eps=0.001, momentum=BN_MOMENTUM)
     w = _imagenet_torchvision(MobileNet_V3_Large_Weights, "MobileNetV3-Large") if imagenet else None
-    net = mobilenet_v3_large(weights=w, norm_layer=norm_layer, reduced_tail=w is None)
+    layout = layout or ("imagenet" if w is not None else "plain")
+    if layout not in ("imagenet", "plain"):
+        raise ValueError(f"layout must be 'imagenet' or 'plain', got {layout!r}")
+    net = mobilenet_v3_large(weights=w if layout == "imagenet" else None, norm_layer=norm_layer,
+                             reduced_tail=layout == "plain")
     backbone = _MobileNetFeatures(net.features, norm_layer)
-    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if w is not None else ([0.5] * 3, [0.5] * 3)
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if layout == "imagenet" else ([0.5] * 3, [0.5] * 3)
     head = partial(SSDLiteHead, norm_layer=norm_layer)
-    return _finish_ssd(backbone, num_classes, image_size, head, mean, std, head_init)
+    model = _finish_ssd(backbone, num_classes, image_size, head, mean, std, head_init)
+    model.synthdet_build = {"layout": layout}  # type: ignore[assignment]
+    return model
 
 
 # --------------------------------------------------------------------------- SSD ResNet50
@@ -365,13 +422,16 @@ class _RetinaNet(RetinaNet):
 
 @_register("retinanet_resnet50")
 def retinanet_resnet50(
-    num_classes: int, image_size: int = 300, imagenet: bool = True, head_init: str = "xavier"
+    num_classes: int, image_size: int = 300, imagenet: bool = True, head_init: str = "xavier",
+    layout: str | None = None,
 ) -> nn.Module:
     """torchvision RetinaNet-ResNet50-FPN (the WIDER Face experiment), resized to ``image_size``.
 
     Built like ``retinanet_resnet50_fpn`` (P3-P7, all backbone layers trainable). The
     classification head keeps its focal-loss prior bias (-log((1-0.01)/0.01)); with
-    ``head_init="xavier"`` the head conv weights are Xavier-initialised.
+    ``head_init="xavier"`` the head conv weights are Xavier-initialised. ``layout``: ``"imagenet"``
+    (FrozenBatchNorm, as torchvision builds it with weights) or ``"plain"`` (BatchNorm); None:
+    ``imagenet`` exactly when the ImageNet weights are found.
     """
     from torchvision.models import ResNet50_Weights, resnet50
     from torchvision.models.detection.backbone_utils import _resnet_fpn_extractor
@@ -380,7 +440,11 @@ def retinanet_resnet50(
     w = _imagenet_torchvision(ResNet50_Weights, "ResNet50") if imagenet else None
     from torchvision.ops.misc import FrozenBatchNorm2d
 
-    norm = FrozenBatchNorm2d if w is not None else nn.BatchNorm2d  # as torchvision: frozen BN with weights
+    layout = layout or ("imagenet" if w is not None else "plain")
+    if layout not in ("imagenet", "plain"):
+        raise ValueError(f"layout must be 'imagenet' or 'plain', got {layout!r}")
+    # as torchvision: frozen BN with ImageNet weights, trainable BN from scratch
+    norm = FrozenBatchNorm2d if layout == "imagenet" else nn.BatchNorm2d
     backbone = _resnet_fpn_extractor(resnet50(weights=w, norm_layer=norm), 5, returned_layers=[2, 3, 4],
                                      extra_blocks=LastLevelP6P7(256, 256))
     mean, std = IMAGENET_MEAN, IMAGENET_STD
@@ -390,4 +454,8 @@ def retinanet_resnet50(
         for m in model.head.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.xavier_uniform_(m.weight)
+    model.synthdet_build = {"layout": layout}  # type: ignore[assignment]
     return model
+
+
+from . import fcos as _fcos  # noqa: E402,F401  (registers fcos_efficientnet_lite0)

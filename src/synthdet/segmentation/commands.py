@@ -6,6 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from ..utils.choices import SEGMENTERS
+
 log = logging.getLogger(__name__)
 
 
@@ -16,13 +18,17 @@ def _segmenter_kwargs(args: argparse.Namespace) -> dict:
         kw["device"] = args.device
     if getattr(args, "mask_dir", None):
         kw["mask_dir"] = args.mask_dir
+        if args.segmenter == "file":
+            kw["image_root"] = args.images
     return kw
 
 
 def _add_segmenter_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--segmenter", required=True, help="redo | grabcut | none | file | ellipse")
+    p.add_argument("--segmenter", required=True, choices=SEGMENTERS, metavar="NAME",
+                   help="segmenter: %(choices)s")
     p.add_argument("--checkpoint", type=Path, help="ReDO checkpoint (file or training folder), for redo")
-    p.add_argument("--mask-dir", type=Path, help="folder of existing masks (same stems), for file")
+    p.add_argument("--mask-dir", type=Path,
+                   help="folder of existing masks laid out like the images (cat/001.png), for file")
     p.add_argument("--device", default="cpu", help="device for redo inference: cpu | cuda | auto")
 
 
@@ -46,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = sub.add_parser("apply", help="write one mask PNG per image (value x 255)")
     _add_segmenter_args(p)
     p.add_argument("--images", type=Path, required=True)
-    p.add_argument("--out", type=Path, required=True, help="folder for <image stem>.png masks")
+    p.add_argument("--out", type=Path, required=True,
+                   help="folder for the masks, laid out like the images (cat/001.jpg -> OUT/cat/001.png)")
     p.add_argument("--batch-size", type=int, default=16)
     p.set_defaults(func=_apply)
 
@@ -104,7 +111,8 @@ def _apply(args: argparse.Namespace) -> int:
                 skipped += 1
                 log.warning("skipping %s", e)
                 continue
-            write_image(args.out / f"{p.stem}.png", np.clip(np.round(m * 255), 0, 255).astype(np.uint8))
+            rel = p.relative_to(args.images).with_suffix(".png")  # cat/001.jpg -> OUT/cat/001.png
+            write_image(args.out / rel, np.clip(np.round(m * 255), 0, 255).astype(np.uint8))
             written += 1
     print(f"{written} masks written to {args.out}, {skipped} images skipped")
     return 0 if written else 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -32,9 +33,20 @@ def pixel_accuracy(pred: np.ndarray, true: np.ndarray, threshold: float = 0.5) -
 
 
 def paired_files(images_dir: str | os.PathLike, true_masks_dir: str | os.PathLike) -> list[tuple[Path, Path]]:
-    """``(image, true mask)`` pairs matched by file stem; images without a mask are left out."""
-    masks = {p.stem: p for p in list_images(true_masks_dir)}
-    pairs = [(p, masks[p.stem]) for p in list_images(images_dir) if p.stem in masks]
+    """``(image, true mask)`` pairs matched by path relative to each folder without the suffix
+    (``cat/001.jpg`` <-> ``cat/001.png``); an image whose file stem is unique also matches a mask
+    of that stem at the top of ``true_masks_dir``. Images without a mask are left out."""
+    images_dir, true_masks_dir = Path(images_dir), Path(true_masks_dir)
+    masks = {p.relative_to(true_masks_dir).with_suffix("").as_posix(): p for p in list_images(true_masks_dir)}
+    images = list_images(images_dir)
+    stems = Counter(p.stem for p in images)
+    pairs = []
+    for p in images:
+        m = masks.get(p.relative_to(images_dir).with_suffix("").as_posix())
+        if m is None and stems[p.stem] == 1:
+            m = masks.get(p.stem)
+        if m is not None:
+            pairs.append((p, m))
     if not pairs:
         raise ValueError(f"no image in {images_dir} has a mask of the same name in {true_masks_dir}")
     return pairs

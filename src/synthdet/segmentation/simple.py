@@ -64,30 +64,53 @@ def read_mask(path: str | os.PathLike) -> np.ndarray:
 
 
 class FileSegmenter:
-    """Masks the user already has: ``mask_dir/<image stem>.<png|...>``, grey or alpha, resized.
+    """Masks the user already has, laid out like the images: the mask of ``<root>/cat/001.jpg`` is
+    ``mask_dir/cat/001.<png|...>`` (grey or alpha, resized to the image). A flat ``mask_dir`` of
+    ``<stem>.png`` files still works for a flat image folder.
 
-    Needs ``paths`` in :meth:`segment` (the image file names); a missing mask raises
-    :class:`BadImageError` naming the image, so callers can skip and count it.
+    Needs ``paths`` in :meth:`segment`. The mask is the one whose path relative to ``mask_dir``
+    matches the most trailing parts of the image path (relative to ``image_root`` when given).
+    A missing mask, or one mask file claimed by two different images (``cat/001.jpg`` and
+    ``dog/001.jpg`` against a flat ``001.png``), raises :class:`BadImageError` naming the image,
+    so callers skip and count it instead of pasting the wrong mask.
     """
 
     name = "file"
 
-    def __init__(self, mask_dir: str | os.PathLike):
+    def __init__(self, mask_dir: str | os.PathLike, image_root: str | os.PathLike | None = None):
         self.mask_dir = Path(mask_dir)
         if not self.mask_dir.is_dir():
             raise FileNotFoundError(f"mask folder not found: {self.mask_dir}")
-        self._index = {
-            p.stem: p
-            for p in sorted(self.mask_dir.iterdir(), reverse=True)  # .png wins over .jpg
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-        }
+        self.image_root = Path(image_root) if image_root is not None else None
+        self._index = _index_masks(self.mask_dir)
+        self._owner: dict[Path, Path] = {}  # mask file -> the image it was used for
 
     def cache_key(self) -> str:
         h = hashlib.blake2b(str(self.mask_dir.resolve()).encode(), digest_size=6)
-        for stem, p in sorted(self._index.items()):
+        for key, p in sorted(self._index.items()):
             st = p.stat()
-            h.update(f"{stem}:{st.st_size}:{st.st_mtime_ns};".encode())
+            h.update(f"{key}:{st.st_size}:{st.st_mtime_ns};".encode())
         return safe_key("file", h.hexdigest())
+
+    def mask_for(self, path: str | os.PathLike) -> Path:
+        """The mask file of image ``path``; raises :class:`BadImageError` if none or ambiguous."""
+        path = Path(path)
+        parts = path.with_suffix("").parts
+        if self.image_root is not None:
+            try:
+                parts = path.with_suffix("").relative_to(self.image_root).parts
+            except ValueError:
+                pass
+        found = next((self._index[k] for k in ("/".join(parts[-n:]) for n in range(len(parts), 0, -1))
+                      if k in self._index), None)
+        if found is None:
+            raise BadImageError(path, f"no mask for it in {self.mask_dir} (expected "
+                                      f"{'/'.join(parts[-2:]) if len(parts) > 1 else parts[-1]}.png or similar)")
+        owner = self._owner.setdefault(found, path.resolve())
+        if owner != path.resolve():
+            raise BadImageError(path, f"mask {found} is also the match of {owner}; lay the masks out "
+                                      f"in the images' subfolders so each image has its own")
+        return found
 
     def segment(self, images: Sequence[np.ndarray], paths: Sequence[Path] | None = None) -> list[np.ndarray]:
         if paths is None or len(paths) != len(images):
@@ -95,11 +118,18 @@ class FileSegmenter:
         out = []
         for im, path in zip(images, paths):
             h, w = as_rgb(im).shape[:2]
-            mpath = self._index.get(Path(path).stem)
-            if mpath is None:
-                raise BadImageError(path, f"no mask named {Path(path).stem}.* in {self.mask_dir}")
-            m = read_mask(mpath)
+            m = read_mask(self.mask_for(path))
             if m.shape != (h, w):
                 m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
             out.append(np.clip(m, 0.0, 1.0).astype(np.float32))
         return out
+
+
+def _index_masks(mask_dir: Path) -> dict[str, Path]:
+    """``{"cat/001": mask file}`` for every image file under ``mask_dir``; ``.png`` wins a tie."""
+    index: dict[str, Path] = {}
+    files = [p for p in mask_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+             and not p.name.startswith(".")]
+    for p in sorted(files, key=lambda p: (p.suffix.lower() == ".png", str(p))):
+        index[p.relative_to(mask_dir).with_suffix("").as_posix()] = p
+    return index

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 from ..utils.files import IMAGE_EXTENSIONS, list_images
-from ..utils.image import BadImageError, read_image, to_rgb_uint8
+from ..utils.image import BadImageError, check_header_size, read_image, to_rgb_uint8
 from .base import CachedSource
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ def decode_reduced(path: str | os.PathLike, min_short_side: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    check_header_size(path)
     arr = None
     try:
         with Image.open(path) as im:

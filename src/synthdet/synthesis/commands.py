@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ..utils.choices import SEGMENTERS
 from ..utils.config import parse_key_value
-
-
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,11 +16,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "write COUNT samples as a detection dataset.")
     p.add_argument("--objects", required=True, help="folder of object images (class subfolders allowed)")
     p.add_argument("--backgrounds", required=True, help="folder of background photos")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", required=True, help="output folder (replaced by each run; a folder synthdet did "
+                   "not write is refused)")
+    p.add_argument("--force", action="store_true", help="replace --out even if synthdet did not write it")
     p.add_argument("--count", type=int, required=True, help="number of samples")
     p.add_argument("--format", choices=("coco", "yolo", "voc"), default="coco")
-    p.add_argument("--segmenter", default="grabcut",
-                   help="grabcut | none (naive pasting) | redo | file (default: grabcut)")
+    p.add_argument("--segmenter", default="grabcut", choices=SEGMENTERS, metavar="NAME",
+                   help="segmenter: %(choices)s; none = naive pasting (default %(default)s)")
     p.add_argument("--segmenter-arg", type=parse_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="segmenter option, e.g. checkpoint=redo.pt or mask_dir=masks/ (repeatable)")
     p.add_argument("--cache-dir", default=None, help="mask cache folder (default ~/.cache/synthdet/masks)")
@@ -39,8 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_synth(args: argparse.Namespace) -> int:
     from ..utils.config import from_dict, load_yaml
     from .config import SynthConfig
+    from ..utils.outdir import check_ours
     from .export import export_dataset
     from .stream import make_stream
+
+    check_ours(args.out, args.force, legacy=("synth_config.yaml",), writer="synth")  # before any work
 
     data: dict[str, Any] = {}
     if args.config:
@@ -53,6 +57,6 @@ def run_synth(args: argparse.Namespace) -> int:
                          segmenter_kwargs=dict(args.segmenter_arg), cache_dir=args.cache_dir, config=config,
                          seed=args.seed, start=args.start, progress=not args.no_progress)
     export_dataset(stream, args.out, args.count, args.format, preview=args.preview,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, force=args.force)
     print(f"wrote {args.count} samples ({args.format}) to {args.out}")
     return 0

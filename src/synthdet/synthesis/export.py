@@ -11,6 +11,7 @@ Layouts (images are JPEG, quality 95):
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -21,6 +22,7 @@ import numpy as np
 from ..datasets.records import DetectionRecord
 from ..utils.config import dump_yaml, to_dict
 from ..utils.image import write_image
+from ..utils.outdir import build_then_rename
 from .stream import SynthSample, SynthStream
 
 log = logging.getLogger(__name__)
@@ -47,25 +49,40 @@ def write_preview(stream: SynthStream, path: str | os.PathLike, count: int = 16,
 
 
 def export_dataset(stream: SynthStream, out_dir: str | os.PathLike, count: int, fmt: str = "coco",
-                   preview: bool = False, progress: bool = True, quality: int = 95) -> list[DetectionRecord]:
+                   preview: bool = False, progress: bool = True, quality: int = 95,
+                   force: bool = False) -> list[DetectionRecord]:
     """Render samples ``stream.start .. + count - 1`` into ``out_dir`` in format ``fmt``.
 
     Returns the written records (XYXY exclusive-end boxes, 1-based labels). COCO files carry
-    the instance masks (``mask > binarize_threshold``) as RLE.
-    """
-    from tqdm import tqdm
+    the instance masks (``mask > binarize_threshold``) as RLE, encoded once per sample and
+    spooled to disk, so memory does not grow with ``count``.
 
+    The dataset is built in a temporary sibling folder and renamed onto ``out_dir`` when
+    complete (replacing an earlier synthdet output). A folder synthdet did not write is refused
+    unless ``force``; a second export into the same folder at the same time is refused.
+    """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     if count < 1:
         raise ValueError(f"--count must be >= 1, got {count}")
-    out = Path(out_dir)
+    out = Path(out_dir).absolute()
+    with build_then_rename(out, "synth", force=force, legacy=("synth_config.yaml",)) as tmp:
+        records = _export_into(tmp, stream, count, fmt, preview, progress, quality)
+    records = [r.replace(image_path=str(out / Path(r.image_path).relative_to(tmp))) for r in records]
+    log.info("wrote %d %s samples (%d objects) to %s", count, fmt, sum(len(r.boxes) for r in records), out)
+    stream.log_stats()
+    return records
+
+
+def _export_into(out: Path, stream: SynthStream, count: int, fmt: str, preview: bool, progress: bool,
+                 quality: int) -> list[DetectionRecord]:
+    from tqdm import tqdm
+
     img_dir = out / _IMAGE_DIR[fmt]
     img_dir.mkdir(parents=True, exist_ok=True)
     names = stream.class_names
-    thr = stream.config.binarize_threshold
     records: list[DetectionRecord] = []
-    masks: list[list[np.ndarray]] = []
+    coco = _CocoSpool(out) if fmt == "coco" else None
     first: list[SynthSample] = []
     width = len(str(count))
     for k in tqdm(range(count), desc=f"synth -> {fmt}", disable=not progress, unit="img"):
@@ -73,17 +90,16 @@ def export_dataset(stream: SynthStream, out_dir: str | os.PathLike, count: int, 
         path = img_dir / f"{k + 1:0{max(6, width)}d}.jpg"
         write_image(path, s.image, quality=quality)
         size = s.image.shape[0]
-        records.append(DetectionRecord(image_path=str(path), width=size, height=size, boxes=s.boxes,
-                                       labels=s.labels, image_id=k + 1))
-        if fmt == "coco":
-            masks.append(list(s.full_masks(thr)))
+        rec = DetectionRecord(image_path=str(path), width=size, height=size, boxes=s.boxes, labels=s.labels,
+                              image_id=k + 1)
+        records.append(rec)
+        if coco is not None:
+            coco.add(rec, s.full_masks(stream.config.binarize_threshold))
         if preview and len(first) < 16:
             first.append(s)
-    if fmt == "coco":
-        from ..datasets.coco import write_coco
-
-        write_coco(out / "annotations.json", records, {k + 1: n for k, n in enumerate(names)},
-                   image_root=out, masks=masks)
+    categories = {k + 1: n for k, n in enumerate(names)}
+    if coco is not None:
+        coco.finish(out / "annotations.json", categories)
     elif fmt == "yolo":
         from ..datasets.yolo import write_yolo
 
@@ -96,6 +112,33 @@ def export_dataset(stream: SynthStream, out_dir: str | os.PathLike, count: int, 
                "class_names": list(names), "synthesis": to_dict(stream.config)}, out / "synth_config.yaml")
     if preview and first:
         write_image(out / "preview.png", preview_grid(first, names))
-    log.info("wrote %d %s samples (%d objects) to %s", count, fmt, sum(len(r.boxes) for r in records), out)
-    stream.log_stats()
     return records
+
+
+class _CocoSpool:
+    """COCO annotations written to a spool file sample by sample (masks RLE-encoded once, then
+    dropped), assembled into ``annotations.json`` at the end."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.spool_path = root / ".annotations.jsonl"
+        self.spool = open(self.spool_path, "w")
+        self.images: list[dict] = []
+        self.next_id = 1
+
+    def add(self, rec: DetectionRecord, masks: np.ndarray) -> None:
+        from ..datasets.coco import coco_annotations, coco_image
+
+        self.images.append(coco_image(rec, rec.image_id, self.root))
+        anns = coco_annotations(rec, rec.image_id, self.next_id, list(masks))
+        self.next_id += len(anns)
+        for ann in anns:
+            self.spool.write(json.dumps(ann) + "\n")
+
+    def finish(self, path: Path, categories: dict[int, str]) -> None:
+        from ..datasets.coco import write_coco_streamed
+
+        self.spool.close()
+        with open(self.spool_path) as lines:
+            write_coco_streamed(path, self.images, lines, categories)
+        self.spool_path.unlink()

@@ -1,8 +1,12 @@
 """Training checkpoints: one dict (model, optimizer, step, RNG states, resolved config, ...),
-written atomically so a killed run never leaves a half-written file."""
+written atomically so a killed run never leaves a half-written file, and read with
+``torch.load(weights_only=True)``: a checkpoint holds only tensors and plain Python types, so
+loading one can never run code. Files that need more (pickled objects from elsewhere) are
+refused unless the caller opts in with ``trust=True`` (CLI: ``--trust-checkpoint``)."""
 
 from __future__ import annotations
 
+import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -12,13 +16,20 @@ import torch
 
 from ..utils.files import atomic_torch_save
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 
 
 def rng_state() -> dict[str, Any]:
-    """Global RNG states (torch CPU, CUDA, numpy, random), for exact resumption."""
-    state: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(),
-                             "random": random.getstate()}
+    """Global RNG states (torch CPU, CUDA, numpy, random) as tensors and plain types."""
+    np_state = np.random.get_state(legacy=False)
+    py_version, py_state, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                  "gauss": float(np_state["gauss"])},
+        "random": [py_version, list(py_state), py_gauss],
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -27,33 +38,46 @@ def rng_state() -> dict[str, Any]:
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` captured (CUDA only when present on both sides)."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["random"])
+    n = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937",
+                         "state": {"key": n["key"].numpy().astype(np.uint32), "pos": n["pos"]},
+                         "has_gauss": n["has_gauss"], "gauss": n["gauss"]})
+    version, py_state, gauss = state["random"]
+    random.setstate((version, tuple(py_state), gauss))
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Atomically write a checkpoint dict (keys: ``model``, ``optimizer``, ``step``, ``rng``,
-    ``config``, ``best_ap``, ``best_step``, ``curve``, ...)."""
+    """Atomically write a checkpoint dict (keys: ``model``, ``detector`` (how to rebuild it),
+    ``optimizer``, ``step``, ``rng``, ``config``, ``best_ap``, ``best_step``, ``curve``, ...)."""
     path = Path(path)
     atomic_torch_save({"version": CHECKPOINT_VERSION, **state}, path)
     return path
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (on CPU); a clear error if unusable.
-
-    Checkpoints hold numpy RNG state, so they are unpickled with ``weights_only=False``:
-    load only files you trust (your own runs).
-    """
+def read_torch_file(path: str | Path, trust: bool = False) -> Any:
+    """``torch.load`` on the CPU with ``weights_only=True`` unless ``trust``; every failure is a
+    one-line ``ValueError`` naming the file (a file needing more than weights says how to opt in)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file
-        raise ValueError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from None
+        return torch.load(path, map_location="cpu", weights_only=not trust)
+    except pickle.UnpicklingError as e:
+        if trust:
+            raise ValueError(f"{path}: unreadable checkpoint ({e})") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: refused: the file holds more than tensors and plain types, and unpickling it "
+                         f"could run code ({first[:160]}). Load it only if you trust its source: "
+                         "--trust-checkpoint (Python: trust=True)") from None
+    except Exception as e:  # noqa: BLE001 - any other problem is a bad file
+        raise ValueError(f"{path}: unreadable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def load_checkpoint(path: str | Path, trust: bool = False) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_checkpoint` (on CPU); a clear error if unusable."""
+    state = read_torch_file(path, trust)
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path}: not a synthdet checkpoint (no 'model' entry)")
     return state

@@ -7,17 +7,26 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..utils.choices import DATASET_FORMATS, DETECTORS, SEGMENTERS
 from ..utils.config import parse_key_value
 
-
+DEFAULT_DETECTOR = "fcos_efficientnet_lite0"
+DEFAULT_RECIPE = "short"
+RECIPE_NAMES = ("short", "paper")  # training.config.RECIPES, listed here so --help does not import torch
 
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, type=Path, help="run folder (checkpoints, config, curves)")
-    p.add_argument("--detector", default="ssd_mobilenet",
-                   help="ssd_mobilenet | ssd_resnet50 | ssd_efficientnet_lite0 | retinanet_resnet50")
+    p.add_argument("--detector", default=None, choices=DETECTORS, metavar="NAME",
+                   help=f"detector: %(choices)s (default {DEFAULT_DETECTOR}, or the one --weights holds)")
     p.add_argument("--weights", default="imagenet",
-                   help="imagenet (backbone, where obtainable) | none | path to a checkpoint (default imagenet)")
+                   help="imagenet (backbone, where obtainable) | none | path to a checkpoint, whose detector is "
+                        "rebuilt as saved (default imagenet)")
+    p.add_argument("--recipe", default=None, choices=RECIPE_NAMES,
+                   help="named training recipe: short (AdamW, warmup + cosine, EMA, augmentation; the default) | "
+                        "paper (Adam 1e-4 constant)")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow checkpoints that need full unpickling (can run code: only files you trust)")
     p.add_argument("--config", type=Path, default=None,
                    help="YAML of TrainConfig settings (top level, or under the command's name)")
     p.add_argument("--set", type=parse_key_value, action="append", default=[], metavar="KEY=VALUE",
@@ -28,15 +37,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:1")
     p.add_argument("--num-workers", type=int, default=None)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--resume", action="store_true",
-                   help="continue a killed run from OUT/last.pt to the same result (the default)")
-    p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start over even if OUT/last.pt exists (by default a killed run continues from it "
+                   "to the same result)")
     p.add_argument("--no-progress", action="store_true")
 
 
 def _real(p: argparse.ArgumentParser, val: bool = True) -> None:
     p.add_argument("--train", required=True, help="real training data (path for --format)")
-    p.add_argument("--format", default="coco", help="dataset format of --train/--val (coco, voc, yolo, ...)")
+    p.add_argument("--format", default="coco", choices=DATASET_FORMATS, metavar="FORMAT",
+                   help="dataset format of --train/--val: %(choices)s (default %(default)s)")
     p.add_argument("--train-split", default=None, help="split option of the reader (e.g. train)")
     p.add_argument("--n-real", type=int, default=-1,
                    help="use a fixed, nested subset of N training images (-1: all)")
@@ -49,7 +59,8 @@ def _real(p: argparse.ArgumentParser, val: bool = True) -> None:
 def _synth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--objects", required=True, help="folder of object images (class subfolders allowed)")
     p.add_argument("--backgrounds", required=True, help="folder of background photos")
-    p.add_argument("--segmenter", default="grabcut", help="grabcut | none | redo | file")
+    p.add_argument("--segmenter", default="grabcut", choices=SEGMENTERS, metavar="NAME",
+                   help="segmenter: %(choices)s (default %(default)s)")
     p.add_argument("--segmenter-arg", type=parse_key_value, action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--cache-dir", default=None, help="mask cache folder")
     p.add_argument("--synth-config", type=Path, default=None, help="YAML of SynthConfig settings")
@@ -83,8 +94,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train_config(args: argparse.Namespace, stage: str):
-    from ..utils.config import from_dict, load_yaml
-    from .config import TrainConfig
+    from ..utils.config import load_yaml
+    from .config import train_config
 
     data: dict[str, Any] = {}
     if args.config:
@@ -92,12 +103,30 @@ def _train_config(args: argparse.Namespace, stage: str):
         if isinstance(data.get(stage), dict):
             data = data[stage]
     data.update(dict(args.set))
-    for key in ("iterations", "batch_size", "image_size", "device", "num_workers", "seed"):
+    for key in ("iterations", "batch_size", "image_size", "device", "num_workers", "seed", "recipe"):
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)
+    data.setdefault("recipe", DEFAULT_RECIPE)
     if args.no_progress:
         data["progress"] = False
-    return from_dict(TrainConfig, data, where=str(args.config or stage))
+    return train_config(data, where=str(args.config or stage))
+
+
+def _model(args: argparse.Namespace, num_classes: int, cfg: Any):
+    """The detector to train: rebuilt from a checkpoint given as ``--weights`` (its own settings),
+    else built by name with its initialisation drawn from ``cfg.seed`` (same command, same weights)."""
+    from ..models import build_detector, load_detector
+
+    if args.weights in ("imagenet", "none"):
+        return build_detector(args.detector or DEFAULT_DETECTOR, num_classes, cfg.image_size, args.weights,
+                              seed=cfg.seed)
+    model = load_detector(args.weights, trust=args.trust_checkpoint, image_size=cfg.image_size)
+    meta = model.synthdet_meta
+    if args.detector and args.detector != meta["name"]:
+        raise ValueError(f"{args.weights}: holds a {meta['name']}, not the --detector {args.detector}")
+    if meta["num_classes"] != num_classes:
+        raise ValueError(f"{args.weights}: trained for {meta['num_classes']} classes, the data has {num_classes}")
+    return model
 
 
 def _read_real(args: argparse.Namespace, path: str, split: str | None, subset: bool):
@@ -137,13 +166,13 @@ def _report(result: Any, out: Path) -> None:
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
-    from ..models import build_detector
     from .protocol import pretrain
 
     cfg = _train_config(args, "pretrain")
     stream = _stream(args)
-    model = build_detector(args.detector, len(stream.class_names), cfg.image_size, args.weights)
-    result = pretrain(model, stream, cfg, args.out, resume=not args.no_resume)
+    model = _model(args, len(stream.class_names), cfg)
+    result = pretrain(model, stream, cfg, args.out, resume=not args.no_resume,
+                      trust_checkpoint=args.trust_checkpoint)
     _report(result, args.out)
     return 0
 
@@ -164,20 +193,19 @@ def _real_datasets(args: argparse.Namespace, image_size: int):
 
 
 def run_finetune(args: argparse.Namespace) -> int:
-    from ..models import build_detector
     from .protocol import finetune
 
     cfg = _train_config(args, "finetune")
     train, val, names, k, n = _real_datasets(args, cfg.image_size)
-    print(f"finetuning {args.detector} on {n} real images, {k} classes")
-    model = build_detector(args.detector, k, cfg.image_size, args.weights)
-    result = finetune(model, train, val, cfg, args.out, resume=not args.no_resume, class_names=names)
+    model = _model(args, k, cfg)
+    print(f"finetuning {model.synthdet_meta['name']} on {n} real images, {k} classes")
+    result = finetune(model, train, val, cfg, args.out, resume=not args.no_resume, class_names=names,
+                      trust_checkpoint=args.trust_checkpoint)
     _report(result, args.out)
     return 0
 
 
 def run_mixed(args: argparse.Namespace) -> int:
-    from ..models import build_detector
     from ..synthesis import SynthPool
     from .protocol import mixed
 
@@ -185,9 +213,9 @@ def run_mixed(args: argparse.Namespace) -> int:
     train, val, names, k, n = _real_datasets(args, cfg.image_size)
     stream = _stream(args)
     synth = stream if args.pool is None else SynthPool(stream, args.pool)
-    model = build_detector(args.detector, k, cfg.image_size, args.weights)
+    model = _model(args, k, cfg)
     result = mixed(model, train, synth, cfg, args.out, real_fraction=args.real_fraction, val_dataset=val,
-                   resume=not args.no_resume, class_names=names)
+                   resume=not args.no_resume, class_names=names, trust_checkpoint=args.trust_checkpoint)
     _report(result, args.out)
     print(json.dumps({"real_images": n, "pool": args.pool, "real_fraction": args.real_fraction}))
     return 0

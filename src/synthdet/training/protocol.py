@@ -17,6 +17,18 @@ from .engine import DistInfo, TrainResult, ValFn, batch_iterator, mixed_batch_it
 logger = logging.getLogger(__name__)
 
 
+def augmented(dataset: torch.utils.data.Dataset, cfg: TrainConfig) -> torch.utils.data.Dataset:
+    """``dataset`` with the real-image augmentation when ``cfg.augment`` (a
+    :class:`DetectionDataset` without a transform of its own); anything else unchanged."""
+    from ..datasets.records import DetectionDataset
+    from ..datasets.transforms import RealAugment
+
+    if not cfg.augment or not isinstance(dataset, DetectionDataset) or dataset.transform is not None:
+        return dataset
+    return DetectionDataset(dataset.records, resize=dataset.resize, transform=RealAugment(mosaic_p=cfg.mosaic_p),
+                            seed=cfg.seed)
+
+
 def _val_fn(
     val_dataset: torch.utils.data.Dataset, cfg: TrainConfig, class_names: Mapping[int, str] | Sequence[str] | None
 ) -> ValFn:
@@ -37,13 +49,15 @@ def pretrain(
     cfg: TrainConfig,
     out_dir: str | Path,
     resume: bool = True,
+    trust_checkpoint: bool = False,
 ) -> TrainResult:
     """Train ``model`` for ``cfg.iterations`` on ``dataset`` (usually the endless ``SynthStream``;
     any detection dataset works). Result checkpoint: ``out_dir/last.pt`` (final weights)."""
     def batches(start: int, info: DistInfo):
         return batch_iterator(dataset, cfg.batch_size, start, cfg.seed, cfg.num_workers, info)
 
-    return run_training(model, batches, cfg, out_dir, val_fn=None, resume=resume, stage="pretrain")
+    return run_training(model, batches, cfg, out_dir, val_fn=None, resume=resume, stage="pretrain",
+                        trust_checkpoint=trust_checkpoint)
 
 
 def finetune(
@@ -55,6 +69,7 @@ def finetune(
     resume: bool = True,
     val_fn: Optional[ValFn] = None,
     class_names: Mapping[int, str] | Sequence[str] | None = None,
+    trust_checkpoint: bool = False,
 ) -> TrainResult:
     """Finetune on real images: validation AP@0.5 on ``val_dataset`` every ``cfg.val_every``
     iterations (and at the end); the best checkpoint (``best.pt``) is loaded into ``model``
@@ -66,10 +81,13 @@ def finetune(
     if val_fn is None and val_dataset is not None:
         val_fn = _val_fn(val_dataset, cfg, class_names)
 
+    train_dataset = augmented(train_dataset, cfg)
+
     def batches(start: int, info: DistInfo):
         return batch_iterator(train_dataset, cfg.batch_size, start, cfg.seed, cfg.num_workers, info)
 
-    return run_training(model, batches, cfg, out_dir, val_fn=val_fn, resume=resume, stage="finetune")
+    return run_training(model, batches, cfg, out_dir, val_fn=val_fn, resume=resume, stage="finetune",
+                        trust_checkpoint=trust_checkpoint)
 
 
 def mixed(
@@ -83,6 +101,7 @@ def mixed(
     resume: bool = True,
     val_fn: Optional[ValFn] = None,
     class_names: Mapping[int, str] | Sequence[str] | None = None,
+    trust_checkpoint: bool = False,
 ) -> TrainResult:
     """One run on real + artificial data (the ablation baseline): every batch holds exactly
     ``round(batch_size * real_fraction)`` real samples and the rest from ``synth_dataset``
@@ -93,9 +112,11 @@ def mixed(
     extra: dict[str, Any] = {"real_fraction": real_fraction,
                              "real_per_batch": int(round(cfg.batch_size * real_fraction))}
 
+    real_dataset = augmented(real_dataset, cfg)
+
     def batches(start: int, info: DistInfo):
         return mixed_batch_iterator(real_dataset, synth_dataset, cfg.batch_size, real_fraction, start, cfg.seed,
                                     cfg.num_workers, info)
 
     return run_training(model, batches, cfg, out_dir, val_fn=val_fn, resume=resume, stage="mixed",
-                        extra_config=extra)
+                        extra_config=extra, trust_checkpoint=trust_checkpoint)

@@ -21,7 +21,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _remove_stale_temps(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     os.close(fd)
     tmp_path = Path(tmp)
     os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp creates 0600; give the file normal permissions
@@ -31,6 +32,33 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+_CLEANED: set[str] = set()  # folders already cleaned by this process
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    """Delete ``.<name>.<pid>.<random>.tmp`` files of :func:`atomic_path` whose writer process is
+    gone (killed mid-write). Done once per folder and process, so it costs one listing."""
+    key = str(folder.absolute())
+    if key in _CLEANED:
+        return
+    _CLEANED.add(key)
+    for p in folder.glob(".*.tmp"):
+        pid = p.name[:-len(".tmp")].rsplit(".", 2)[-2] if p.name.count(".") >= 4 else ""
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _umask() -> int:

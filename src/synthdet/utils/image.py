@@ -15,6 +15,11 @@ import numpy as np
 from .files import atomic_path
 
 
+# Images claiming more pixels than this (a 16384 x 16384 photo) are refused before decoding: a
+# crafted or corrupt header must not make the reader allocate tens of gigabytes.
+MAX_PIXELS = 1 << 28
+
+
 class BadImageError(ValueError):
     """An image file that cannot be used; the message names the file and the reason."""
 
@@ -64,6 +69,7 @@ def read_image_rgba(path: str | os.PathLike, min_size: int = 1) -> tuple[np.ndar
     data = np.fromfile(str(path), dtype=np.uint8)
     if data.size == 0:
         raise BadImageError(path, "empty file")
+    check_header_size(path)
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if arr is None:
         arr = _read_with_pil(path)
@@ -78,6 +84,26 @@ def read_image_rgba(path: str | os.PathLike, min_size: int = 1) -> tuple[np.ndar
     if min(h, w) < min_size:
         raise BadImageError(path, f"too small ({w}x{h} px, need at least {min_size} px per side)")
     return rgb, alpha
+
+
+def check_header_size(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> None:
+    """Raise :class:`BadImageError` if the header of ``path`` claims more than ``max_pixels``
+    pixels (checked without decoding). Files PIL cannot identify are left to the decoder."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+    except Image.DecompressionBombError:
+        raise BadImageError(path, f"image too large to decode (the header claims over {max_pixels} pixels)") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return
+    if w * h > max_pixels:
+        raise BadImageError(path, f"image too large to decode ({w}x{h} px, at most {max_pixels} pixels)")
 
 
 def _read_with_pil(path: Path) -> np.ndarray:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ import numpy as np
 from ...utils.config import to_dict
 from ...utils.files import atomic_write_json, file_digest, list_images
 from ...utils.image import BadImageError, read_image, write_image
+from ...utils.outdir import build_then_rename, check_ours
 from ..coco import read_coco, records_to_coco
 from ..records import DetectionRecord
 from .fetch import BirdsSources, fetch_sources
@@ -183,7 +183,7 @@ def _open(bench: Path) -> BirdsBenchmark:
     hint = f"build it with: synthdet data birds --root {bench.parent}"
     manifest_path = bench / MANIFEST
     if not manifest_path.is_file():
-        what = "incomplete (no manifest.json: an interrupted build?)" if bench.exists() else "not found"
+        what = "not a finished benchmark (no manifest.json)" if bench.exists() else "not found"
         raise FileNotFoundError(f"birds benchmark at {bench} is {what}; {hint}")
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -222,6 +222,7 @@ def build_birds(
     """
     root = Path(root) if root is not None else default_data_root()
     out = root / "birds"
+    check_ours(out, force, legacy=(MANIFEST,), writer="data birds")  # before any download
     if not force:
         try:
             bench = _open(out)
@@ -235,7 +236,7 @@ def build_birds(
             logger.info("birds benchmark at %s was built with other settings: rebuilding", out)
     sources = fetch_sources(cache_dir if cache_dir is not None else root / "cache",
                             debs_dir=debs_dir, extracted_dir=extracted_dir, extras=extra_photos)
-    return build_birds_from_sources(out, sources, config, progress=progress)
+    return build_birds_from_sources(out, sources, config, progress=progress, force=force)
 
 
 def _same_config(stored: Any, config: BirdsConfig) -> bool:
@@ -247,55 +248,20 @@ def build_birds_from_sources(
     sources: BirdsSources,
     config: BirdsConfig = BirdsConfig(),
     progress: bool = True,
+    force: bool = False,
 ) -> BirdsBenchmark:
-    """Build the benchmark into ``out_dir`` (replacing it) from already-fetched ``sources``.
+    """Build the benchmark into ``out_dir`` (replacing a previous build) from fetched ``sources``.
 
     Pure function of ``(sources, config)``: the same seed gives byte-identical files.
-    Built in a temporary sibling folder, renamed into place when complete.
+    Built in a temporary sibling folder, renamed into place when complete. An ``out_dir`` that
+    synthdet did not write is refused (:class:`~synthdet.utils.outdir.NotOursError`) unless
+    ``force``; a second build into the same folder at the same time is refused too.
     """
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale(out)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    try:
+    with build_then_rename(out, "data birds", force=force, legacy=(MANIFEST,)) as tmp:
         manifest = _build_into(tmp, sources, config, progress)
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     logger.info("birds benchmark written to %s", out)
     return BirdsBenchmark.at(out, manifest)
-
-
-def _remove_stale(out: Path) -> None:
-    """Remove temporary folders left by interrupted builds (whose process is gone)."""
-    for p in out.parent.glob(f".{out.name}.*-*"):
-        kind, _, pid = p.name[len(out.name) + 2 :].partition("-")
-        if kind not in ("tmp", "old") or not pid.isdigit():
-            continue
-        if int(pid) != os.getpid() and _pid_alive(int(pid)):
-            continue
-        logger.info("removing %s left by an interrupted build", p)
-        shutil.rmtree(p, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True
-    return True
 
 
 def _split_identities(names: list[str], config: BirdsConfig, rng: np.random.Generator) -> tuple[list[str], list[str]]:

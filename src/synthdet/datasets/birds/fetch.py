@@ -169,6 +169,9 @@ def _ensure_extracted(pkg: str, cache: Path, debs_dir: Path | None) -> Path:
     if (dest / _MARKER).is_file():
         return dest
     if dest.exists():
+        if not dest.is_dir() or {p.name for p in dest.iterdir()} - {"usr"}:
+            raise FetchError(f"{dest}: exists but is not an extraction of {pkg} (no {_MARKER} marker); "
+                             f"move it away or choose another --cache folder")
         logger.warning("%s: incomplete extraction found, redoing it", dest)
         shutil.rmtree(dest)
     for stale in cache.glob(f".{pkg}.tmp-*"):  # left by an interrupted extraction
@@ -269,7 +272,7 @@ def _extract_deb(deb: Path, dest: Path, members: Sequence[str]) -> None:
     """
     if shutil.which("dpkg-deb") and shutil.which("tar"):
         dpkg_cmd = ["dpkg-deb", "--fsys-tarfile", str(deb)]
-        tar_cmd = ["tar", "-x", "-C", str(dest), "--wildcards", *members]
+        tar_cmd = ["tar", "-x", "-C", str(dest), "--no-same-owner", "--wildcards", *members]
         dpkg = subprocess.Popen(dpkg_cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         tar = subprocess.run(tar_cmd, stdin=dpkg.stdout, capture_output=True, text=True)
         dpkg.stdout.close()  # type: ignore[union-attr]
@@ -279,6 +282,7 @@ def _extract_deb(deb: Path, dest: Path, members: Sequence[str]) -> None:
             raise FetchError(f"'{' '.join(dpkg_cmd)}' failed (exit {dpkg_rc}): {_tail(dpkg_err)}")
         if tar.returncode != 0:
             raise FetchError(f"'{' '.join(tar_cmd)}' failed (exit {tar.returncode}): {_tail(tar.stderr)}")
+        _check_links(deb, dest)
         return
     _extract_deb_python(deb, dest, members)
 
@@ -295,15 +299,47 @@ def _extract_deb_python(deb: Path, dest: Path, members: Sequence[str]) -> None:
     n = 0
     with tarfile.open(fileobj=io.BytesIO(payload), mode=mode) as tf:
         for m in tf.getmembers():
-            if m.isfile() and any(fnmatch.fnmatch(m.name, pat) for pat in members):
-                target = dest / Path(m.name).relative_to(".")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                src = tf.extractfile(m)
-                assert src is not None
-                target.write_bytes(src.read())
-                n += 1
+            if not any(fnmatch.fnmatch(m.name, pat) for pat in members):
+                continue
+            target = _member_target(deb, dest, m)
+            if not m.isfile():
+                continue  # links inside the folder and folders are not needed
+            target.parent.mkdir(parents=True, exist_ok=True)
+            src = tf.extractfile(m)
+            assert src is not None
+            target.write_bytes(src.read())
+            n += 1
     if n == 0:
         raise FetchError(f"{deb}: none of {list(members)} found in {name}")
+
+
+def _member_target(deb: Path, dest: Path, m: tarfile.TarInfo) -> Path:
+    """Where archive member ``m`` goes under ``dest``; refuses absolute names, ``..`` and links
+    that point outside ``dest`` (a crafted package must not write or read elsewhere)."""
+    parts = Path(m.name).parts
+    if Path(m.name).is_absolute() or ".." in parts:
+        raise FetchError(f"{deb}: refusing archive member {m.name!r} (absolute path or '..')")
+    target = dest.joinpath(*[p for p in parts if p != "."])
+    if m.issym() or m.islnk():
+        link = Path(m.linkname)
+        base = target.parent if m.issym() else dest
+        if link.is_absolute() or not _inside(base / link, dest):
+            raise FetchError(f"{deb}: refusing archive member {m.name!r}: link to {m.linkname!r} leaves the folder")
+    return target
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return os.path.normpath(path).startswith(os.path.normpath(folder) + os.sep)
+
+
+def _check_links(deb: Path, dest: Path) -> None:
+    """Refuse an extraction (by ``tar``) holding a link that leaves ``dest``."""
+    for root, dirs, files in os.walk(dest):
+        for name in dirs + files:
+            p = Path(root) / name
+            if p.is_symlink() and not _inside(Path(os.path.realpath(p)), Path(os.path.realpath(dest))):
+                raise FetchError(f"{deb}: refusing archive member {str(p.relative_to(dest))!r}: link to "
+                                 f"{os.readlink(p)!r} leaves the folder")
 
 
 def _read_ar_member(path: Path, prefix: str) -> tuple[str, bytes]:

@@ -412,12 +412,17 @@ def ssd_efficientnet_lite0(
 # --------------------------------------------------------------------------- RetinaNet
 
 
-class _RetinaNet(RetinaNet):
-    """torchvision RetinaNet whose class 0 (background, never a target) is never predicted."""
+class NoBackgroundMixin:
+    """For sigmoid-classifier detectors built with a background column (class 0, never a
+    target): drops any detection of class 0."""
 
-    def postprocess_detections(self, head_outputs, anchors, image_sizes):  # type: ignore[no-untyped-def]
-        dets = super().postprocess_detections(head_outputs, anchors, image_sizes)
+    def postprocess_detections(self, *args):  # type: ignore[no-untyped-def]
+        dets = super().postprocess_detections(*args)  # type: ignore[misc]
         return [{k: v[d["labels"] > 0] for k, v in d.items()} for d in dets]
+
+
+class _RetinaNet(NoBackgroundMixin, RetinaNet):
+    """torchvision RetinaNet whose class 0 (background, never a target) is never predicted."""
 
 
 @_register("retinanet_resnet50")

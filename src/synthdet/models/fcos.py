@@ -30,7 +30,7 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .detectors import _POSTPROCESS, _register, _xavier_init, efficientnet_lite0
+from .detectors import _POSTPROCESS, NoBackgroundMixin, _register, _xavier_init, efficientnet_lite0
 
 # Feature strides of P3..P7; FCOS assigns a box to the level whose range holds its largest
 # centre-to-side distance (4x..8x the stride), so the strides double as anchor sizes.
@@ -81,12 +81,8 @@ class LiteFPNBackbone(nn.Module):
         return self.fpn(feats)
 
 
-class _FCOS(FCOS):
+class _FCOS(NoBackgroundMixin, FCOS):
     """torchvision FCOS whose class 0 (background, never a target) is never predicted."""
-
-    def postprocess_detections(self, head_outputs, anchors, image_shapes):  # type: ignore[no-untyped-def]
-        dets = super().postprocess_detections(head_outputs, anchors, image_shapes)
-        return [{k: v[d["labels"] > 0] for k, v in d.items()} for d in dets]
 
 
 @_register("fcos_efficientnet_lite0")

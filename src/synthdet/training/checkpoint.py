@@ -67,12 +67,19 @@ def read_torch_file(path: str | Path, trust: bool = False) -> Any:
     except pickle.UnpicklingError as e:
         if trust:
             raise ValueError(f"{path}: unreadable checkpoint ({e})") from None
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(f"{path}: refused: the file holds more than tensors and plain types, and unpickling it "
-                         f"could run code ({first[:160]}). Load it only if you trust its source: "
+                         f"could run code ({_what_was_refused(e)}). Load it only if you trust its source: "
                          "--trust-checkpoint (Python: trust=True)") from None
     except Exception as e:  # noqa: BLE001 - any other problem is a bad file
         raise ValueError(f"{path}: unreadable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
+
+
+def _what_was_refused(e: Exception) -> str:
+    """The line of torch's weights-only refusal that names the object (e.g. ``GLOBAL posix.system``)."""
+    import re
+
+    m = re.search(r"(Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+|GLOBAL [\w.]+)", str(e))
+    return m.group(1) if m else type(e).__name__
 
 
 def load_checkpoint(path: str | Path, trust: bool = False) -> dict[str, Any]:

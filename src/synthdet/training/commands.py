@@ -69,7 +69,7 @@ def _synth(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("pretrain", help="pretrain a detector on the endless artificial stream",
-                              description="Pretrain (paper III-B): N iterations of Adam on samples synthesised "
+                              description="Pretrain (paper III-B): N iterations (recipe: short by default, or paper) on samples synthesised "
                                           "on the fly from object images and background photos.")
     _common(p)
     _synth(p)

@@ -33,15 +33,11 @@ from synthdet.training.config import train_config
 PAPER_DETECTORS = {"ssd_mobilenet", "ssd_resnet50", "ssd_efficientnet_lite0", "retinanet_resnet50"}
 
 
-class _Budget:
-    """A validation function that also stops training once ``minutes`` have passed (by raising)."""
-
-    class Done(Exception):
-        pass
+class _BudgetSpent(Exception):
+    """Raised by the validation function once the wall-clock budget has passed: stops training."""
 
 
 def run_one(name: str, size: int, args: argparse.Namespace, splits: dict, out: Path) -> dict:
-    torch.manual_seed(args.seed)
     model = build_detector(name, num_classes=1, image_size=size, weights="imagenet", seed=args.seed,
                            **dict(args.option))
     recipe = args.recipe or ("paper" if name in PAPER_DETECTORS else "short")
@@ -59,14 +55,14 @@ def run_one(name: str, size: int, args: argparse.Namespace, splits: dict, out: P
         ap = float(evaluate_detector(m, val_ds, device="cpu", batch_size=16)["ap50"])
         curve.append({"seconds": time.perf_counter() - t0, "ap50": ap})
         if deadline is not None and time.perf_counter() > deadline:
-            raise _Budget.Done
+            raise _BudgetSpent
         return ap
 
     run_dir = out / f"{name}_{size}"
     try:
         result = finetune(model, DetectionDataset(train), None, cfg, run_dir, resume=False, val_fn=val_fn)
         steps = result.steps
-    except _Budget.Done:
+    except _BudgetSpent:
         from synthdet.training.checkpoint import load_checkpoint
 
         model.load_state_dict(load_checkpoint(run_dir / "best.pt")["model"])
@@ -118,7 +114,6 @@ def main() -> None:
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     bench = build_birds(args.data_root)
     splits = {s: bench.split_records(s)[0] for s in ("train", "val", "test")}
     out = args.out or Path(tempfile.mkdtemp(prefix="synthdet-detectors-"))

@@ -46,12 +46,13 @@ def _remove_stale_temps(folder: Path) -> None:
     _CLEANED.add(key)
     for p in folder.glob(".*.tmp"):
         pid = p.name[:-len(".tmp")].rsplit(".", 2)[-2] if p.name.count(".") >= 4 else ""
-        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
             with contextlib.suppress(OSError):
                 p.unlink()
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one we may not signal counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

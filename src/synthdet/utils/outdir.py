@@ -20,6 +20,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
+from .files import pid_alive
+
 MARKER = ".synthdet"
 
 
@@ -152,20 +154,9 @@ def remove_stale_builds(folder: Path) -> None:
     """Remove ``.<name>.tmp-<pid>`` / ``.<name>.old-<pid>`` siblings left by killed builds."""
     for p in folder.parent.glob(f".{folder.name}.*-*"):
         kind, _, pid = p.name[len(folder.name) + 2:].partition("-")
-        if kind in ("tmp", "old") and pid.isdigit() and not _pid_alive(int(pid)):
+        # a folder of this very process from before is never in use by this call
+        if kind in ("tmp", "old") and pid.isdigit() and (int(pid) == os.getpid() or not pid_alive(int(pid))):
             shutil.rmtree(p, ignore_errors=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return False  # a folder of ours from before is never in use by this call
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True
-    return True
 
 
 @contextlib.contextmanager

@@ -20,14 +20,21 @@ Fairness rules (issue 10, item 6):
 - YOLO from scratch (``yolov8n.yaml``, ``pretrained=False``): no YOLO weights are available
   offline, while synthdet's detectors start from an offline ImageNet backbone.
 
+Knobs of (b) (issue 14): ``--synth-mosaic`` (Ultralytics' mosaic on the synthetic samples; default 0,
+measured: with mosaic on, the pretraining cost AP; the samples are composed scenes already, and mosaic
+tiles four of them into one image, shrinking their objects),
+``--num-objects`` / ``--box-side`` (the synthetic geometry), ``--finetune-lr`` (AdamW lr0 of the
+finetuning), ``--pretrained-weights`` (reuse an earlier run's synthetic phase), ``--skip-scratch``.
+
 Ultralytics is AGPL-3.0 and never a dependency of synthdet: install it in its own environment
 (synthdet last, so that its ``opencv-python-headless<5`` is the cv2 that is imported)::
 
     python -m venv .venv-yolo
     .venv-yolo/bin/pip install ultralytics
     .venv-yolo/bin/pip install -e .
-    .venv-yolo/bin/python bench/peer_yolo.py --sizes 10 50 -1 --out runs/peer_yolo \\
-        --pretrain-samples 8000 --synthdet-results runs/demo/results.csv
+    .venv-yolo/bin/python bench/peer_yolo.py --sizes 10 50 --imgsz 128 --samples 3200 \\
+        --pretrain-samples 9600 --equal-total --synth-mosaic 0 --val final --out runs/peer_yolo \\
+        --synthdet-results runs/demo/results.csv
 
 Nothing is downloaded: ``YOLO_OFFLINE=1`` is set and the font check is skipped (``plots=False``).
 """
@@ -60,6 +67,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--synth-images", type=int, default=0,
                    help="distinct synthetic images (default: --pretrain-samples, each seen once)")
     p.add_argument("--equal-total", action="store_true", help="(a) trains samples + pretrain_samples")
+    p.add_argument("--num-objects", type=int, nargs=2, default=[1, 4], metavar=("MIN", "MAX"),
+                   help="objects per synthetic sample (demo: 1 4; the paper's birds row: 1 3)")
+    p.add_argument("--box-side", type=float, nargs=2, default=[0.1, 0.7], metavar=("MIN", "MAX"),
+                   help="synthetic box side / canvas (demo: 0.1 0.7; the paper's birds row: 0.5 0.9)")
+    p.add_argument("--synth-mosaic", type=float, default=0.0,
+                   help="Ultralytics' mosaic probability while pretraining on the synthetic samples (default 0: "
+                        "measured better than Ultralytics' 1.0)")
+    p.add_argument("--pretrained-weights", default=None,
+                   help="skip the synthetic phase: finetune (b) from these weights (an earlier run's pretrain last.pt)")
+    p.add_argument("--finetune-lr", type=float, default=None,
+                   help="finetune (b) with AdamW at this lr0 (default: Ultralytics' auto, AdamW 0.002 here)")
+    p.add_argument("--skip-scratch", action="store_true", help="run only (b) (when (a) is measured already)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--seed", type=int, default=0, help="subset seed (demo repeat 0: 0) and YOLO seed")
     p.add_argument("--val", choices=("epoch", "final"), default="epoch",
@@ -105,11 +124,13 @@ def export_synth(bench: Any, out: Path, count: int, args: argparse.Namespace) ->
     from synthdet.synthesis.export import export_dataset
     from synthdet.utils.config import from_dict
 
-    folder = out / f"synth_{args.imgsz}px_{count}_seed{args.seed}"
+    (o1, o2), (s1, s2) = args.num_objects, args.box_side
+    folder = out / f"synth_{args.imgsz}px_{count}_seed{args.seed}_obj{o1}-{o2}_side{s1:g}-{s2:g}"
     done = folder / "synth_config.yaml"
     if done.is_file() and yaml.safe_load(done.read_text()).get("count") == count:
         return folder / "images"
-    cfg = from_dict(SynthConfig, {"canvas_size": args.imgsz, "num_objects": [1, 4], "box_side": [0.1, 0.7]},
+    cfg = from_dict(SynthConfig, {"canvas_size": args.imgsz, "num_objects": list(args.num_objects),
+                                     "box_side": list(args.box_side)},
                     where="synthesis")
     stream = make_stream(bench.classification_dir, bench.backgrounds_dir, segmenter="grabcut",
                          cache_dir=args.mask_cache or out / "mask_cache", config=cfg, seed=args.seed,
@@ -119,7 +140,7 @@ def export_synth(bench: Any, out: Path, count: int, args: argparse.Namespace) ->
 
 
 def train_yolo(start: str, data: Path, samples: int, n_images: int, name: str, args: argparse.Namespace,
-               final_only: bool = False) -> Path:
+               final_only: bool = False, **extra: Any) -> Path:
     """Train ``start`` (a model YAML or a .pt) for ``ceil(samples / n_images)`` epochs; the weights to use."""
     from ultralytics import YOLO
 
@@ -129,7 +150,7 @@ def train_yolo(start: str, data: Path, samples: int, n_images: int, name: str, a
     model.train(data=str(data), epochs=epochs, imgsz=args.imgsz, batch=args.batch, device="cpu",
                 pretrained=start.endswith(".pt"), amp=False, plots=False, patience=0, seed=args.seed,
                 deterministic=True, val=not final_only and args.val == "epoch",
-                project=str(Path(args.out).absolute() / "yolo"), name=name, exist_ok=True, verbose=False)
+                project=str(Path(args.out).absolute() / "yolo"), name=name, exist_ok=True, verbose=False, **extra)
     weights = Path(model.trainer.save_dir) / "weights"
     best = weights / "best.pt"
     return best if best.is_file() and not final_only and args.val == "epoch" else weights / "last.pt"
@@ -194,21 +215,27 @@ def run(args: argparse.Namespace) -> list[tuple[int, int, str, float]]:
     val_dir = link_split(val, out / "data" / "val", names)
     rows: list[tuple[int, int, str, float]] = []
     pretrained = None
-    if args.pretrain_samples > 0:
+    if args.pretrained_weights:
+        pretrained = Path(args.pretrained_weights)
+        rows.append((0, 0, "pretrain only", test_ap(pretrained, test, args.imgsz)))
+    elif args.pretrain_samples > 0:
         count = args.synth_images or args.pretrain_samples
         synth = export_synth(bench, out, count, args)
         yml = data_yaml(out / "data" / "synth.yaml", synth, val_dir, names)
-        pretrained = train_yolo("yolov8n.yaml", yml, args.pretrain_samples, count, "pretrain", args, final_only=True)
+        pretrained = train_yolo("yolov8n.yaml", yml, args.pretrain_samples, count, "pretrain", args, final_only=True,
+                                mosaic=args.synth_mosaic)
         rows.append((0, 0, "pretrain only", test_ap(pretrained, test, args.imgsz)))
     for n_req in [n for n in args.sizes if n != 0]:
         recs = subsets[n_req]
         yml = data_yaml(out / "data" / f"n{n_req}.yaml", link_split(recs, out / "data" / f"train_n{n_req}", names),
                         val_dir, names)
         base = args.samples + (args.pretrain_samples if args.equal_total else 0)
-        w = train_yolo("yolov8n.yaml", yml, base, len(recs), f"n{n_req}_scratch", args)
-        rows.append((n_req, len(recs), "no pretraining", test_ap(w, test, args.imgsz)))
+        if not args.skip_scratch:
+            w = train_yolo("yolov8n.yaml", yml, base, len(recs), f"n{n_req}_scratch", args)
+            rows.append((n_req, len(recs), "no pretraining", test_ap(w, test, args.imgsz)))
         if pretrained is not None:
-            w = train_yolo(str(pretrained), yml, args.samples, len(recs), f"n{n_req}_pretrained", args)
+            lr = {} if args.finetune_lr is None else {"optimizer": "AdamW", "lr0": args.finetune_lr, "warmup_bias_lr": 0.0}
+            w = train_yolo(str(pretrained), yml, args.samples, len(recs), f"n{n_req}_pretrained", args, **lr)
             rows.append((n_req, len(recs), "pretrained on synthdet stream", test_ap(w, test, args.imgsz)))
         print_table(rows, synthdet_reference(args.synthdet_results))  # partial table after each N
     return rows

@@ -1,7 +1,10 @@
 """Segmentation quality benchmark: mean IoU / pixel accuracy / ms per image against true masks.
 
-Scores the centred-ellipse baseline, ``none``, ``grabcut`` and (with ``--redo-checkpoint``)
-``redo`` on images whose true masks share their file stem; prints a Markdown table.
+Scores the centred-ellipse baseline, ``none``, ``grabcut``, ``cosegment`` (fitted on the scored
+images first; fitting time reported) and (with ``--redo-checkpoint``) ``redo`` on images whose
+true masks share their file stem, each also under the mask quality gates (``--gates``, default
+the defaults of ``MaskGates``): how many masks they reject and the mean IoU of those they let
+through. Prints a Markdown table.
 
     python bench/segmentation.py --images ROOT/birds/classification/images \
         --true-masks ROOT/birds/classification/true_masks [--redo-checkpoint /tmp/redo_birds] [--limit N]
@@ -23,7 +26,9 @@ import cv2
 import numpy as np
 
 from synthdet.segmentation import get_segmenter
+from synthdet.segmentation.gates import GatedSegmenter, MaskGates
 from synthdet.segmentation.metrics import evaluate_segmenter
+from synthdet.utils.config import parse_key_value
 from synthdet.utils.files import list_images
 from synthdet.utils.image import read_image, read_image_rgba, write_image
 
@@ -84,7 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--images", type=Path, help="default: the birds benchmark's classification images")
     ap.add_argument("--true-masks", type=Path, help="default: the birds benchmark's true masks")
     ap.add_argument("--redo-checkpoint", type=Path, help="ReDO checkpoint file or folder (adds the redo row)")
-    ap.add_argument("--segmenters", default="ellipse,none,grabcut", help="comma-separated registry names")
+    ap.add_argument("--segmenters", default="ellipse,none,grabcut,cosegment",
+                    help="registry names, comma-separated; a fallback chain joins names with '+' (cosegment+grabcut)")
+    ap.add_argument("--gates", default="default",
+                    help="'default', 'off' or KEY=VALUE,... of MaskGates (min_area, max_area, max_border, ...)")
     ap.add_argument("--limit", type=int, default=None, help="score only the first N images")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON")
     ap.add_argument("--make-dev-set", type=Path, metavar="OUT", help="build the stand-in dev set and exit")
@@ -101,17 +109,23 @@ def main(argv: list[str] | None = None) -> int:
         except FileNotFoundError as e:
             ap.error(f"--images and --true-masks not given and no birds benchmark: {e}")
         args.images, args.true_masks = bench.classification_dir, bench.true_masks_dir
-    names = [n for n in args.segmenters.split(",") if n]
+    names = [n.replace("+", ",") for n in args.segmenters.split(",") if n]
     segmenters = [get_segmenter(n) for n in names]
     if args.redo_checkpoint:
         segmenters.append(get_segmenter("redo", checkpoint=args.redo_checkpoint))
-    rows = [evaluate_segmenter(s, args.images, args.true_masks, limit=args.limit, progress=False) for s in segmenters]
+    gates = None if args.gates == "off" else MaskGates.from_spec(
+        True if args.gates == "default" else dict(parse_key_value(kv) for kv in args.gates.split(",")))
+    rows = [evaluate_segmenter(s, args.images, args.true_masks, limit=args.limit, progress=False,
+                               gates=None if isinstance(s, GatedSegmenter) else gates) for s in segmenters]
     n = len(list_images(args.images)) if args.limit is None else args.limit
     print(f"\nSegmentation on {args.images} ({rows[0]['images']} of {n} images scored; IoU of foreground at 0.5)\n")
-    print("| segmenter | mean IoU | pixel accuracy | ms / image |")
-    print("|---|---|---|---|")
+    print("| segmenter | mean IoU | pixel accuracy | ms / image | fitting s | rejected by the gates | IoU of the rest |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['segmenter']} | {r['iou']:.3f} | {r['accuracy']:.3f} | {r['ms_per_image']:.1f} |")
+        gated = "- | -" if "rejected" not in r else \
+            f"{r['rejected']} | " + ("-" if r["rejected"] == r["images"] else f"{r['iou_accepted']:.3f}")
+        print(f"| {r['segmenter']} | {r['iou']:.3f} | {r['accuracy']:.3f} | {r['ms_per_image']:.1f} "
+              f"| {r['fit_seconds']:.1f} | {gated} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0

@@ -3,7 +3,9 @@
 Prints samples/s at the canvas size (default 320x320) for the stream rendered through a
 DataLoader with 1 and 2 workers (and in-process), peak RSS, and, in the same run, the rate of a
 per-sample reimplementation of the authors' approach (every object re-segmented with GrabCut
-every time, PIL-based augmentation, PIL paste) as a ratio. ``--many N`` also renders from N
+every time, PIL-based augmentation, PIL paste) as a ratio, and the in-process rate of every
+synthesis mode beyond the paper (occlusion drop / retry, each blending mode, a blending list,
+distractors without and with occlusion) against the default. ``--many N`` also renders from N
 object files (links to the same photos) to show that memory stays bounded.
 
     .venv/bin/python bench/stream.py                      # birds benchmark if built (synthdet data birds), else synthetic
@@ -170,6 +172,42 @@ def _reference_rate(objects: Path, backgrounds: Path, cfg: SynthConfig, samples:
     return samples / (time.perf_counter() - t0)
 
 
+MODES = {
+    "default (paper: alpha, no overlap), again with warm caches": {},
+    "occlusion, drop hidden (allow_overlap)": {"allow_overlap": True},
+    "occlusion, retry placement": {"allow_overlap": True, "occluded": "retry"},
+    "blend gaussian": {"blend": "gaussian"},
+    "blend poisson": {"blend": "poisson"},
+    "blend motion": {"blend": "motion"},
+    "blend list (one of the four per object)": {"blend": ("alpha", "gaussian", "poisson", "motion")},
+    "distractors 1-3": {"distractors": "bench"},
+    "distractors 1-3 + occlusion": {"distractors": "bench", "allow_overlap": True},
+}
+
+
+def _mode_rates(stream: SynthStream, cfg: SynthConfig, distractors: Path, tmp: Path, segmenter: str,
+                samples: int) -> None:
+    """In-process samples/s of each mode of MODES (same inputs), printed with the ratio to the first."""
+    dis = make_stream(distractors, stream.backgrounds, segmenter=segmenter, cache_dir=tmp / "masks",
+                      config=cfg, progress=False, one_class=True).objects
+    default_rate = None
+    for name, changes in MODES.items():
+        mode_cfg = cfg.replace(**changes)
+        s = SynthStream(stream.objects, stream.backgrounds, mode_cfg,
+                        distractors=dis if mode_cfg.distractors else None)
+        for i in range(20):
+            s.render(i)
+        t0 = time.perf_counter()
+        for i in range(20, 20 + samples):
+            s.render(i)
+        rate = samples / (time.perf_counter() - t0)
+        default_rate = default_rate or rate
+        st = s.stats
+        print(f"in-process render, {name}: {rate:7.1f} samples/s ({rate / default_rate:.2f}x the default; "
+              f"{st['objects'] / max(1, st['samples']):.2f} labelled objects/sample, {st['dropped']} dropped, "
+              f"{st['retries']} redrawn, {st['rejected']} left out, {st['distractors']} distractors)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--objects", help="object image folder (default: the birds benchmark classification images if built, else synthetic)")
@@ -181,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--backend", default="affine", choices=["affine", "albumentations"])
     ap.add_argument("--many", type=int, default=3000, help="object files for the memory check (0: skip)")
+    ap.add_argument("--distractors", help="distractor image folder for the distractor modes (default: the "
+                    "object images themselves; the rate is what is measured)")
+    ap.add_argument("--no-modes", action="store_true", help="skip the per-mode rates")
     args = ap.parse_args(argv)
 
     import torch
@@ -220,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         alb_rate = n_alb / (time.perf_counter() - t0)
         print(f"in-process render, albumentations geometric backend: {alb_rate:7.1f} samples/s "
               f"(one-warp affine backend is {inproc / alb_rate:.2f}x that)")
+        if not args.no_modes:
+            _mode_rates(stream, cfg, objects if args.distractors is None else Path(args.distractors), tmp,
+                        args.segmenter, max(50, args.samples // 4))
         rates = {}
         for workers in (1, 2):
             rates[workers] = _loader_rate(stream, workers, args.samples, args.batch)

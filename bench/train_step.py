@@ -5,7 +5,8 @@ check, zero_grad, backward, Adam step) over one pre-made batch. Ours is
 :func:`synthdet.training.run_training` fed the same pre-made batch (so only the loop itself
 is measured: device moves, non-finite guard, logging; the end-to-end figure adds setup and
 the final checkpoint). Both time iterations 2..N. Rounds alternate bare/ours to spread machine noise; the median per-iteration time of each is compared.
-Target: overhead < 5 %. Also prints the samples/s the trainer consumes, to compare with the
+Target: overhead < 5 %. Ours runs as configured by default (TensorBoard logging on) and once more
+with ``tensorboard=False``, to show what the logging costs. Also prints the samples/s the trainer consumes, to compare with the
 synthesis stream's rate (``bench/stream.py``).
 
     python bench/train_step.py --detector ssd_mobilenet --size 128 --batch 8 --iters 10 --rounds 3
@@ -66,7 +67,8 @@ def bare_loop(model, images, targets, iters: int, lr: float, device: torch.devic
     return (time.perf_counter() - t0) / (iters - 1)
 
 
-def our_loop(model, images, targets, iters: int, lr: float, device: torch.device, batch: int) -> tuple[float, float]:
+def our_loop(model, images, targets, iters: int, lr: float, device: torch.device, batch: int,
+             tensorboard: bool = True) -> tuple[float, float]:
     """Returns (seconds per iteration over iterations 2..N, end-to-end seconds per iteration).
 
     Iteration k starts when the loop asks for batch k, so the request times give the
@@ -74,7 +76,7 @@ def our_loop(model, images, targets, iters: int, lr: float, device: torch.device
     figure adds setup and the final checkpoint write.
     """
     cfg = TrainConfig(iterations=iters + 1, batch_size=batch, lr=lr, device=str(device), checkpoint_every=0,
-                      progress=False, log_every=10, seed=0)  # no bar: clean output
+                      progress=False, log_every=10, seed=0, tensorboard=tensorboard)  # no bar: clean output
     stamps: list[float] = []
 
     def batches(start, info):
@@ -114,14 +116,17 @@ def main() -> None:
     images, targets = make_batch(args.batch, args.size, 2)
     # warm-up (kernel/primitive creation) outside the timing
     bare_loop(copy.deepcopy(base), images, targets, 2, 1e-4, device)
-    bare, ours, e2e = [], [], []
+    bare, ours, e2e, no_tb = [], [], [], []
     for r in range(args.rounds):
         bare.append(bare_loop(copy.deepcopy(base), images, targets, args.iters + 1, 1e-4, device))
         o, t = our_loop(copy.deepcopy(base), images, targets, args.iters, 1e-4, device, args.batch)
         ours.append(o)
         e2e.append(t)
+        no_tb.append(our_loop(copy.deepcopy(base), images, targets, args.iters, 1e-4, device, args.batch,
+                              tensorboard=False)[0])
         print(f"round {r}: bare {bare[-1] * 1000:.1f} ms/it, ours {o * 1000:.1f} ms/it "
-              f"(end-to-end incl. setup + final checkpoint {t * 1000:.1f} ms/it)")
+              f"(end-to-end incl. setup + final checkpoint {t * 1000:.1f} ms/it; "
+              f"TensorBoard off {no_tb[-1] * 1000:.1f} ms/it)")
     b, o = statistics.median(bare), statistics.median(ours)
     overhead = (o - b) / b * 100
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
@@ -129,6 +134,8 @@ def main() -> None:
     print(f"bare torchvision loop: {1 / b:.3f} it/s ({args.batch / b:.1f} samples/s)")
     print(f"synthdet run_training: {1 / o:.3f} it/s ({args.batch / o:.1f} samples/s consumed)")
     print(f"overhead: {overhead:+.2f} % (target < 5 %) -> {'OK' if overhead < 5 else 'OVER'}")
+    off = statistics.median(no_tb)
+    print(f"TensorBoard logging (on by default) vs off: {(o - off) / off * 100:+.2f} %")
     print(f"end-to-end (setup + final checkpoint over {args.iters + 1} iterations): "
           f"{(statistics.median(e2e) - b) / b * 100:+.2f} %")
 

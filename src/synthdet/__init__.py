@@ -9,6 +9,7 @@ Pipeline (one sub-package per stage):
 - ``models``        SSD / RetinaNet detector builders over torchvision
 - ``training``      pretrain / finetune / mixed protocol, checkpoints
 - ``evaluation``    AP@0.5 (Pascal VOC all-point interpolation)
+- ``inference``     ``Detector`` (predict on images / videos), TorchScript / ONNX export
 - ``experiments``   sweeps, tables, plots and the ``demo`` job
 
 Box convention everywhere: ``XYXY`` float pixels with an *exclusive* end, i.e. a single
@@ -17,3 +18,9 @@ foreground pixel at column 5, row 7 has the box ``(5, 7, 6, 8)`` (the same exten
 """
 
 __version__ = "0.1.0"
+
+from .utils.lazy import lazy_exports as _lazy_exports  # noqa: E402
+
+# ``synthdet.Detector.from_checkpoint("best.pt").predict(images)``, imported on first use (no torch
+# import for ``synthdet --help``)
+__getattr__ = _lazy_exports(__name__, {"Detector": ".inference.predictor"})

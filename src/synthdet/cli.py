@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "synthdet.synthesis.commands",     # synth
     "synthdet.training.commands",      # pretrain, finetune, mixed
     "synthdet.evaluation.commands",    # eval
+    "synthdet.inference.commands",     # predict, export
     "synthdet.experiments.commands",   # experiment, report, demo
 )
 

@@ -85,7 +85,9 @@ def built(sources, tmp_path_factory):
 
 
 def _digests(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): file_digest(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    """Content digest of every file, but the ``.synthdet`` marker (it records when it was written)."""
+    return {str(p.relative_to(root)): file_digest(p) for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != ".synthdet"}
 
 
 # --------------------------------------------------------------------------- render

@@ -36,14 +36,18 @@ def mask_dir(tmp_path_factory) -> Path:
     return root
 
 
-def _build(name: str, redo_checkpoint: Path, mask_dir: Path) -> Segmenter:
-    kwargs = {"redo": {"checkpoint": redo_checkpoint}, "file": {"mask_dir": mask_dir}}.get(name, {})
-    return get_segmenter(name, **kwargs)
+def _build(name: str, redo_checkpoint: Path, mask_dir: Path, image_dir: Path, tmp_path: Path) -> Segmenter:
+    kwargs = {"redo": {"checkpoint": redo_checkpoint}, "file": {"mask_dir": mask_dir},
+              "cosegment": {"state_dir": tmp_path, "input_size": 64}}.get(name, {})
+    seg = get_segmenter(name, **kwargs)
+    if hasattr(seg, "fit"):  # segmenters that fit to the class's images (cosegment)
+        seg.fit(sorted(image_dir.iterdir()))
+    return seg
 
 
 @pytest.mark.parametrize("name", list_segmenters())
-def test_segmenter_contract(name, redo_checkpoint, mask_dir):
-    seg = _build(name, redo_checkpoint, mask_dir)
+def test_segmenter_contract(name, redo_checkpoint, mask_dir, image_dir, tmp_path):
+    seg = _build(name, redo_checkpoint, mask_dir, image_dir, tmp_path)
     assert isinstance(seg, Segmenter) and seg.name == name
     assert isinstance(seg.cache_key(), str) and seg.cache_key()
     rng = np.random.default_rng(1)
@@ -128,7 +132,7 @@ def test_mask_cache_reads_back_and_invalidates(image_dir, tmp_path):
     seg = _Counting(get_segmenter("grabcut"))
     cache = MaskCache(tmp_path / "cache", seg)
     counts = cache.prepare(paths + [bad], batch_size=3, progress=False)
-    assert counts == {"total": 9, "cached": 0, "computed": 8, "skipped": 1}
+    assert counts == {"total": 9, "cached": 0, "computed": 8, "skipped": 1, "rejected": 0}
     assert seg.calls == 8
     again = cache.prepare(paths, progress=False)
     assert again["cached"] == 8 and again["computed"] == 0 and seg.calls == 8

@@ -217,7 +217,9 @@ def test_sampling_is_deterministic_per_seed(trained: tuple[Path, Path]) -> None:
     s3 = src.draw(np.random.default_rng(6))
     assert isinstance(s1, ObjectSample) and s1.label == 1
     assert s1.image.shape == (48, 48, 3) and s1.image.dtype == np.uint8
-    assert s1.mask.shape == (48, 48) and s1.mask.dtype == np.float32 and (s1.mask == 1).all()
+    assert s1.mask is None  # no segmenter: naive pasting
+    assert src.draw(np.random.default_rng(5)).key == GeneratorObjectSource(ckpt, segmenter="none", size=48).draw(
+        np.random.default_rng(5)).key
     np.testing.assert_array_equal(s1.image, s2.image)
     assert s1.key == s2.key != s3.key and s1.key.startswith("generator:")
     assert not np.array_equal(s1.image, s3.image)

@@ -66,10 +66,34 @@ def test_box_matches_visible_pixels(tmp_path):
 
 
 def test_naive_mode_boxes_are_the_pasted_frame(folders):
-    stream = _stream(folders, cfg=SMALL.replace(naive_paste=True))
+    """Objects without a mask (segmenter `none`) are pasted whole and labelled with the placed box."""
+    stream = _stream(folders)  # masks=None: nothing segmented
+    assert stream.objects.draw(np.random.default_rng(0)).mask is None
     for i in range(10):
         s = stream.render(i)
-        assert np.array_equal(s.boxes, s.placed.astype(np.float32))
+        assert np.array_equal(s.boxes, s.placed.astype(np.float32)) and not s.empty.any()
+        assert all((m == 1).all() for m in s.masks)
+
+
+def test_naive_pasting_is_opaque_whole_frame(tmp_path):
+    """Dark objects on white backgrounds, no augmentation: every pixel of each placed box is the
+    object's frame (nothing of the background shows), the box is the label."""
+    objs = make_objects(tmp_path / "o", {"dark": (10, 20, 30)}, per_class=2, size=32)
+    bgs = make_backgrounds(tmp_path / "b", count=1, value=255)
+    cfg = SMALL.replace(photometric=False, geometric=False)
+    stream = _stream((objs, bgs), cfg=cfg)
+    for i in range(5):
+        s = stream.render(i)
+        for (x0, y0, x1, y1), box in zip(s.placed, s.boxes):
+            assert (s.image[y0:y1, x0:x1] < 200).all() and box.tolist() == [x0, y0, x1, y1]
+
+
+def test_naive_paste_key_is_rejected_with_what_to_write():
+    from synthdet.synthesis.config import synth_config
+    from synthdet.utils.config import ConfigError
+
+    with pytest.raises(ConfigError, match="naive_paste.*the segmenter `none`"):
+        synth_config({"canvas_size": 64, "naive_paste": True})
 
 
 def test_empty_and_full_masks(folders):
@@ -165,7 +189,7 @@ def test_bad_object_files_skipped_and_counted(tmp_path):
     keys = set()
     for _ in range(80):
         o = src.draw(rng)
-        assert o.image.shape == (16, 16, 3) and o.mask.shape == (16, 16)
+        assert o.image.shape == (16, 16, 3) and o.mask is None  # no masks given: naive pasting
         keys.add(Path(o.key).name)
     assert "corrupt.jpg" not in keys and len(keys) == 5
     assert src.stats["bad_files"] == 1
@@ -198,9 +222,12 @@ def test_small_background_is_upscaled(tmp_path):
 def test_make_stream_naive_from_folders(folders):
     objs, bgs = folders
     stream = make_stream(objs, bgs, segmenter="none", config=SMALL, seed=3)
-    assert stream.config.naive_paste and stream.class_names == ["green", "red"]
-    s = stream.render(0)
-    assert np.array_equal(s.boxes, s.placed.astype(np.float32))
+    assert stream.class_names == ["green", "red"] and stream.config == SMALL
+    by_hand = _stream(folders, seed=3)  # the one path: objects without masks
+    for i in range(4):
+        s, h = stream.render(i), by_hand.render(i)
+        assert np.array_equal(s.boxes, s.placed.astype(np.float32))
+        assert np.array_equal(s.image, h.image) and np.array_equal(s.boxes, h.boxes)
 
 
 def test_uint8_images_option(folders):
@@ -268,7 +295,7 @@ def test_make_stream_with_real_mask_cache(folders, tmp_path):
     objs, bgs = folders
     stream = make_stream(objs, bgs, segmenter="ellipse", cache_dir=tmp_path / "masks", config=SMALL,
                          progress=False)
-    assert not stream.config.naive_paste
+    assert stream.objects.draw(np.random.default_rng(0)).mask is not None
     assert any((tmp_path / "masks").rglob("*"))
     s = stream.render(1)
     full = s.full_masks()

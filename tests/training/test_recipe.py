@@ -101,3 +101,13 @@ class _LossModel:
     def __call__(self, images, targets=None):
         x = torch.stack([im for im in images]).reshape(len(images), -1)
         return {"loss": (self.net[0](x) - 1).pow(2).mean()}
+
+
+def test_min_epochs_scales_finetuning_budget_with_real_images():
+    cfg = TrainConfig(iterations=125, batch_size=16, min_epochs=12)
+    assert cfg.for_dataset(10).iterations == 125  # 12 passes = 8 iterations: the floor wins
+    assert cfg.for_dataset(300).iterations == 225  # 12 * 300 / 16 = 225 exactly
+    assert cfg.for_dataset(301).iterations == 226  # rounded up, never short of 12 passes
+    assert TrainConfig(iterations=125).for_dataset(10_000).iterations == 125  # 0 = fixed budget
+    with pytest.raises(ValueError, match="min_epochs"):
+        TrainConfig(min_epochs=-1)

@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     birds.add_argument("--no-extra-photos", action="store_true",
                        help="do not use the scikit-image/scikit-learn sample photos as backgrounds")
     birds.add_argument("--no-progress", action="store_true", help="no progress bars")
+    birds.add_argument("--distractors", type=int, nargs="?", const=300, default=None, metavar="COUNT",
+                       help="also render COUNT (default 300) images of non-bird photographs (same package) "
+                            "into ROOT/birds_distractors, for `synthdet synth --distractors`")
     birds.set_defaults(func=_birds)
 
 
@@ -68,4 +71,11 @@ def _birds(args: argparse.Namespace) -> int:
     print(f"  synthesis backgrounds: {len(m['backgrounds']['synthesis_files'])} ({bench.backgrounds_dir}); "
           f"real-scene photos: {len(m['backgrounds']['real_scenes'])}")
     print(f"  contact sheet: {bench.contact_sheet}")
+    if args.distractors:
+        from .birds.distractors import build_birds_distractors
+
+        out = build_birds_distractors(root / "birds_distractors", bench, count=args.distractors, seed=config.seed,
+                                      cache_dir=args.cache if args.cache is not None else root / "cache",
+                                      debs_dir=args.debs, force=args.force)
+        print(f"  distractors (non-bird photographs): {out}")
     return 0

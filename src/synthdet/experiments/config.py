@@ -25,7 +25,8 @@ from typing import Any, Literal, Optional
 
 from ..utils.config import ConfigError, from_dict, load_yaml
 
-StudyKind = Literal["data_efficiency", "mixed", "segmentation", "objects"]
+StudyKind = Literal["data_efficiency", "mixed", "segmentation", "objects", "blending", "placement"]
+VARIANT_STUDIES = ("blending", "placement")  # one pretraining per named override of the synthesis settings
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,14 @@ class StudySpec:
     - ``mixed``: at ``real_size``, pretrain+finetune vs one mixed run on real + a fixed pool of
       ``m * real_size`` artificial samples for each m in ``pool_multipliers``, and the endless
       stream (Tables IV-V).
-    - ``segmentation``: pretrained with the configured segmenter vs naive pasting (Table VI-style).
+    - ``segmentation``: pretrained with the configured segmenter vs naive pasting (Table VI-style),
+      plus one pretraining per extra segmenter in ``segmenters`` (registry names or fallback chains
+      such as ``cosegment,grabcut``; their settings: ``segmenter.kwargs`` when the name matches).
     - ``objects``: real object images vs generated ones (``data.generator``) (Table VI).
+    - ``blending`` / ``placement``: at ``real_size``, one pretrained model per entry of
+      ``variants`` (name -> settings laid over ``synthesis``, e.g. ``{gaussian: {blend: gaussian}}``
+      or ``{birds_row: {preset: birds}}``), plus no pretraining; same seed and budget for all.
+      A variant with ``placement: fitted`` fits its geometry to the ``real_size`` training images.
     """
 
     kind: StudyKind = "data_efficiency"
@@ -104,8 +111,13 @@ class StudySpec:
     include_stream: bool = True
     mixed_real_fraction: float = 0.5
     repeats: int = 3
+    variants: dict = field(default_factory=dict)
+    segmenters: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        _check_variants(self)
+        if self.segmenters and self.kind != "segmentation":
+            raise ValueError(f"study.segmenters is used by the segmentation study only, not by {self.kind!r}")
         bad = [n for n in self.real_sizes if n < -1]
         if bad:
             raise ValueError(f"real_sizes: {bad} not allowed (a count >= 0, or -1 for all real images)")
@@ -121,6 +133,23 @@ class StudySpec:
             raise ValueError(f"mixed_real_fraction must be in (0, 1), got {self.mixed_real_fraction}")
         if self.repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {self.repeats}")
+
+
+def _check_variants(st: StudySpec) -> None:
+    import re
+
+    if st.kind in VARIANT_STUDIES and not st.variants:
+        raise ValueError(f"study kind {st.kind!r} needs variants: {{name: {{synthesis settings}}, ...}}")
+    if st.variants and st.kind not in VARIANT_STUDIES:
+        raise ValueError(f"study.variants are used by the {' and '.join(VARIANT_STUDIES)} studies only, "
+                         f"not by {st.kind!r}")
+    for name, overrides in st.variants.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", name) \
+                or name == "no_pretraining":
+            raise ValueError(f"study.variants: {name!r} is not a usable variant name (letters, digits, _.+-; "
+                             "not 'no_pretraining')")
+        if not isinstance(overrides, dict):
+            raise ValueError(f"study.variants.{name}: expected a mapping of synthesis settings, got {overrides!r}")
 
 
 @dataclass(frozen=True)
@@ -151,12 +180,23 @@ class ExperimentConfig:
 
 
 def _check_stage_settings(cfg: ExperimentConfig) -> None:
-    from ..synthesis import SynthConfig
     from ..training.config import train_config
 
-    from_dict(SynthConfig, cfg.synthesis, where="synthesis")
+    synthesis_config(cfg)
+    for name in cfg.study.variants:
+        synthesis_config(cfg, name)
     train_config(cfg.pretrain, where="pretrain")
     train_config(cfg.finetune, where="finetune")
+
+
+def synthesis_config(cfg: ExperimentConfig, variant: str = "default"):
+    """The validated :class:`~synthdet.synthesis.SynthConfig` of ``cfg.synthesis`` (``preset:``
+    resolved) with study variant ``variant``'s settings on top (``"default"``: none)."""
+    from ..synthesis.config import synth_config
+
+    if variant == "default":
+        return synth_config(cfg.synthesis)
+    return synth_config(cfg.synthesis, cfg.study.variants[variant], where=f"study.variants.{variant}")
 
 
 def experiment_from_dict(data: dict[str, Any], where: str = "experiment") -> ExperimentConfig:

@@ -1,7 +1,8 @@
 """Paper-style tables and plots, regenerated from ``results.csv`` alone.
 
 - :func:`results_tables` -> Markdown tables, AP@0.5 x 100 as ``mean ± std`` over repeats
-  (std is the sample standard deviation; a single repeat shows no ``±``).
+  (std is the sample standard deviation; a single repeat shows no ``±``); the ``blending`` and
+  ``placement`` studies get a column with each variant's gain over the first variant listed.
 - :func:`plot_ap_vs_n` -> Figure-3 style plot: AP vs number of real training images, with and
   without pretraining, pretrain-only as a dashed line.
 - :func:`plot_val_curves` -> validation AP curves of every finetuning run.
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from ..utils.files import atomic_write_text
+from .config import VARIANT_STUDIES
 from .runner import read_results
 
 Row = dict[str, str]
@@ -67,17 +69,29 @@ def results_tables(rows: Sequence[Row]) -> str:
         keys = [k for k in groups if k[0] == study and k[1] == det]
         ns = _order(k[3] for k in keys)
         variants = list(dict.fromkeys(r["variant"] for r in rows if r["study"] == study and r["detector"] == det))
+        ref = next((v for v in variants if v != "no_pretraining"), None) if study in VARIANT_STUDIES else None
         out.append(f"### {study} — {det} (AP@0.5 × 100, mean ± std over repeats)\n")
-        out.append("| variant | " + " | ".join(_n_label(rows, n) for n in ns) + " |")
-        out.append("|---|" + "---|" * len(ns))
+        out.append("| variant | " + " | ".join(_n_label(rows, n) for n in ns) + " |"
+                   + (f" vs {ref} |" if ref else ""))
+        out.append("|---|" + "---|" * (len(ns) + bool(ref)))
         for v in variants:
             cells = [fmt_ap(groups.get((study, det, v, n), [])) for n in ns]
+            if ref:
+                cells.append(" / ".join(_gain(groups.get((study, det, v, n), []), groups.get((study, det, ref, n), []))
+                                        for n in ns))
             out.append(f"| {v} | " + " | ".join(cells) + " |")
         out.append("")
         saved = labels_saved(rows, study, det)
         if saved:
             out.append(saved + "\n")
     return "\n".join(out)
+
+
+def _gain(values: Sequence[float], reference: Sequence[float]) -> str:
+    """Difference of mean AP x 100 (``'+2.5'``), ``'–'`` when either side is missing."""
+    if not values or not reference:
+        return "–"
+    return f"{100 * (statistics.fmean(values) - statistics.fmean(reference)):+.1f}"
 
 
 def labels_saved(rows: Sequence[Row], study: str, detector: str) -> Optional[str]:
@@ -215,8 +229,29 @@ def check_rows(path: str | Path, rows: Sequence[Row]) -> None:
                 raise ValueError(f"{where}: '{col}' is {value!r}, expected an integer")
 
 
+def mask_counts_table(cache_dir: str | Path) -> str:
+    """Markdown table of each segmenter's masks (``counts.json`` written by ``MaskCache.prepare``):
+    computed / cached / rejected by the quality gates / skipped; ``""`` when there is none."""
+    import json
+
+    lines = []
+    for f in sorted(Path(cache_dir).glob("*/counts.json")):
+        try:
+            c = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        masks = c.get("computed", 0) + c.get("cached", 0)
+        lines.append(f"| {c.get('segmenter', f.parent.name)} | {c.get('total', '')} | {masks} "
+                     f"| {c.get('rejected', 0)} | {c.get('skipped', 0)} | {c.get('gates', '')} |")
+    if not lines:
+        return ""
+    return ("\n\n## Object masks\n\n| segmenter | images | masks | rejected by the gates | unreadable | gates |\n"
+            "|---|---|---|---|---|---|\n" + "\n".join(lines) + "\n")
+
+
 def build_report(out_dir: str | Path) -> Path:
-    """Regenerate ``OUT/report/{tables.md, ap_vs_n.png, val_curves.png}`` from ``results.csv``."""
+    """Regenerate ``OUT/report/{tables.md, ap_vs_n.png, val_curves.png}`` from ``results.csv``, and
+    ``masks.md`` (each segmenter's mask counts, rejected by the quality gates) when masks were made."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         raise FileNotFoundError(f"{out_dir}: no such experiment folder")
@@ -226,6 +261,9 @@ def build_report(out_dir: str | Path) -> Path:
     rep.mkdir(parents=True, exist_ok=True)
     tables = results_tables(rows)
     atomic_write_text(rep / "tables.md", tables)
+    masks = mask_counts_table(out_dir / "mask_cache")
+    if masks:
+        atomic_write_text(rep / "masks.md", masks.lstrip())
     plot_ap_vs_n(rows, rep / "ap_vs_n.png")
     plot_val_curves(out_dir, rows, rep / "val_curves.png")
     return rep / "tables.md"

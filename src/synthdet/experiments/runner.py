@@ -29,7 +29,7 @@ from ..utils.config import ConfigError, dump_yaml, from_dict, to_dict
 from ..utils.files import atomic_path, atomic_write_json
 from ..utils.outdir import check_ours, locked, write_marker
 from .config import ExperimentConfig
-from .plan import PretrainSpec, RunSpec, plan_runs
+from .plan import PretrainSpec, RunSpec, fitted_to, plan_runs
 
 log = logging.getLogger(__name__)
 
@@ -135,14 +135,18 @@ class ExperimentRunner:
 
     # ----------------------------------------------------------------------------- segmentation
     def segmenter_settings(self, which: str = "default") -> tuple[str, dict]:
-        """(registry name, kwargs) of the segmenter; trains ReDO first when asked to."""
+        """(registry name, kwargs) of the segmenter (``which``: ``default``, ``none`` or another
+        segmenter of ``study.segmenters``); trains ReDO first when asked to."""
         seg = self.cfg.segmenter
-        if which == "none" or seg.name == "none":
+        if which == "none" or (which == "default" and seg.name == "none"):
             return "none", {}
-        kwargs = dict(seg.kwargs)
-        if seg.name == "redo":
+        name = seg.name if which == "default" else which
+        kwargs = dict(seg.kwargs) if name == seg.name else {}
+        if name == "redo":
             kwargs["checkpoint"] = self._redo_checkpoint()
-        return seg.name, kwargs
+        elif "redo" in name.split(",") and "redo" not in kwargs:
+            kwargs["redo"] = {"checkpoint": self._redo_checkpoint()}
+        return name, kwargs
 
     def _redo_checkpoint(self) -> str:
         if self._segmenter_checkpoint:
@@ -159,12 +163,24 @@ class ExperimentRunner:
         return self._segmenter_checkpoint
 
     # ----------------------------------------------------------------------------- synthesis
+    def box_prior(self, spec: PretrainSpec):
+        """The real boxes a fitted placement draws from: those of the ``spec.fit_n`` training images
+        the finetuning of the same repeat uses (None when ``spec.fit_n`` is None)."""
+        from ..synthesis.placement import fit_box_prior_records
+
+        if spec.fit_n is None:
+            return None
+        n = "all" if spec.fit_n < 0 else spec.fit_n
+        return fit_box_prior_records(self._real_subset(spec.fit_n, spec.repeat),
+                                     where=f"the boxes of {n} real training images (repeat {spec.repeat})")
+
     def make_stream(self, spec: PretrainSpec, seed: int):
         """The artificial stream a pretraining run consumes."""
-        from ..synthesis import SynthConfig, make_stream
+        from ..synthesis import make_stream
+        from .config import synthesis_config
 
         seg_name, seg_kwargs = self.segmenter_settings(spec.segmenter)
-        synth_cfg = from_dict(SynthConfig, self.cfg.synthesis, where="synthesis")
+        synth_cfg = synthesis_config(self.cfg, spec.synthesis)
         objects: Any = self.data.objects
         if spec.objects == "generated" and self.cfg.data.generator_pool > 0:
             objects = self.generated_pool()
@@ -184,7 +200,7 @@ class ExperimentRunner:
         stream = make_stream(objects, backgrounds, segmenter=seg_name, segmenter_kwargs=seg_kwargs,
                              cache_dir=self.out / "mask_cache", config=synth_cfg, seed=seed,
                              class_name=self.data.class_names[0] if single else None, one_class=single,
-                             uint8_images=True)  # 4x less to move out of workers; the trainer scales
+                             uint8_images=True, box_prior=self.box_prior(spec))  # 4x less to move out of workers; the trainer scales
         src_names = list(stream.objects.class_names)
         if len(self.data.class_names) > 1 and src_names != self.data.class_names:
             raise ValueError(f"object classes {src_names} do not match the real dataset's classes "
@@ -268,7 +284,8 @@ class ExperimentRunner:
             else:  # mixed: one run on real + artificial for pretrain + finetune iterations
                 from ..synthesis import SynthPool
 
-                stream = self.make_stream(PretrainSpec(run.detector, run.repeat), self.cfg.seed + 1000 * run.repeat)
+                spec = PretrainSpec(run.detector, run.repeat, fit_n=fitted_to(self.cfg, run.n_real))
+                stream = self.make_stream(spec, self.cfg.seed + 1000 * run.repeat)
                 synth = stream if run.pool is None else SynthPool(stream, run.pool)
                 iters = self._train_cfg("pretrain").iterations + self._train_cfg("finetune").iterations
                 model = self.build_model(run.detector, self.cfg.weights, seed)

@@ -2,7 +2,9 @@
 
 Registry (:func:`get_segmenter`): ``redo`` (trained ReDO mask network, ``checkpoint=``),
 ``grabcut`` (OpenCV, centre-box prior, no training), ``none`` (whole frame = naive pasting),
-``file`` (user masks, ``mask_dir=``) and ``ellipse`` (centred-ellipse baseline for benchmarks).
+``file`` (user masks, ``mask_dir=``), ``ellipse`` (centred-ellipse baseline for benchmarks) and
+``cosegment`` (co-segmentation of a class folder from ImageNet features; fits itself first).
+Quality gates and fallback chains (``"cosegment,grabcut"``, ``gates=``): :mod:`.gates`.
 :class:`MaskCache` segments each object image once and keeps the masks on disk.
 ReDO training: :func:`synthdet.segmentation.redo.fit_redo` (imported lazily: it needs torch).
 """

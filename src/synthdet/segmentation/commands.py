@@ -18,14 +18,35 @@ def _segmenter_kwargs(args: argparse.Namespace) -> dict:
         kw["device"] = args.device
     if getattr(args, "mask_dir", None):
         kw["mask_dir"] = args.mask_dir
-        if args.segmenter == "file":
+        if "file" in args.segmenter.split(","):
             kw["image_root"] = args.images
+    if "," in args.segmenter:  # a fallback chain: settings per member
+        own = {"redo": ("checkpoint", "device"), "file": ("mask_dir", "image_root")}
+        kw = {n: {k: v for k, v in kw.items() if k in own[n]} for n in args.segmenter.split(",") if n in own}
+    if getattr(args, "gates", None):
+        kw["gates"] = _gates_spec(args.gates)
     return kw
+
+
+def _gates_spec(text: str):
+    """``--gates default`` or ``--gates min_area=0.02,max_border=0.3`` -> a gates spec."""
+    from ..utils.config import parse_key_value
+
+    if text in ("default", "true", "on"):
+        return True
+    try:
+        return dict(parse_key_value(kv) for kv in text.split(","))
+    except argparse.ArgumentTypeError as e:
+        raise ValueError(f"--gates: {e}") from None
 
 
 def _add_segmenter_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--segmenter", required=True, choices=SEGMENTERS, metavar="NAME",
-                   help="segmenter: %(choices)s")
+                   help="segmenter: %(choices)s; NAME,NAME...: try each in turn under the quality gates")
+    p.add_argument("--gates", metavar="SPEC",
+                   help="mask quality gates: 'default' or KEY=VALUE,... of MaskGates (min_area, max_area, "
+                        "max_border, max_components, min_component, min_largest, orient); a rejected "
+                        "image falls back to the next segmenter or is skipped")
     p.add_argument("--checkpoint", type=Path, help="ReDO checkpoint (file or training folder), for redo")
     p.add_argument("--mask-dir", type=Path,
                    help="folder of existing masks laid out like the images (cat/001.png), for file")
@@ -38,7 +59,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("fit", help="train ReDO on unlabelled classification images")
     p.add_argument("--images", type=Path, required=True, help="folder of object images (searched recursively)")
-    p.add_argument("--out", type=Path, required=True, help="output folder: last.pt, previews/, log.csv")
+    p.add_argument("--out", type=Path, required=True, help="output folder: best.pt (the one to use), last.pt, good.pt, "
+                   "history.json (losses, collapse restarts), previews/")
     p.add_argument("--config", type=Path, help="YAML file of RedoConfig fields")
     p.add_argument("--resolution", type=int, choices=(32, 64, 128))
     p.add_argument("--iterations", type=int)
@@ -92,8 +114,11 @@ def _apply(args: argparse.Namespace) -> int:
     from ..utils.image import BadImageError, read_image, write_image
     from . import get_segmenter
 
+    from .gates import fit_if_needed, segment_checked
+
     seg = get_segmenter(args.segmenter, **_segmenter_kwargs(args))
     paths = list_images(args.images)
+    fit_if_needed(seg, paths)
     written = skipped = 0
     for i in tqdm(range(0, len(paths), args.batch_size), desc=f"segment [{seg.name}]"):
         images, ok = [], []
@@ -106,15 +131,20 @@ def _apply(args: argparse.Namespace) -> int:
                 log.warning("skipping %s", e)
         for p, im in zip(ok, images):
             try:
-                m = seg.segment([im], paths=[p])[0]
+                m, note = segment_checked(seg, [im], [p])[0]
             except BadImageError as e:
                 skipped += 1
                 log.warning("skipping %s", e)
+                continue
+            if m is None:
+                log.info("no mask for %s: %s", p, note)
                 continue
             rel = p.relative_to(args.images).with_suffix(".png")  # cat/001.jpg -> OUT/cat/001.png
             write_image(args.out / rel, np.clip(np.round(m * 255), 0, 255).astype(np.uint8))
             written += 1
     print(f"{written} masks written to {args.out}, {skipped} images skipped")
+    if hasattr(seg, "summary"):
+        print(seg.summary())
     return 0 if written else 1
 
 
@@ -125,5 +155,10 @@ def _eval(args: argparse.Namespace) -> int:
     seg = get_segmenter(args.segmenter, **_segmenter_kwargs(args))
     r = evaluate_segmenter(seg, args.images, args.true_masks, limit=args.limit)
     print(f"{r['segmenter']}: mean IoU {r['iou']:.3f}, pixel accuracy {r['accuracy']:.3f}, "
-          f"{r['ms_per_image']:.1f} ms/image over {r['images']} images ({r['skipped']} skipped)")
+          f"{r['ms_per_image']:.1f} ms/image over {r['images']} images ({r['skipped']} skipped)"
+          + (f", fitted in {r['fit_seconds']:.1f} s" if r["fit_seconds"] >= 0.05 else ""))
+    if "rejected" in r:
+        kept = r["images"] - r["rejected"]
+        print(f"{r['gates']}; mean IoU over the {kept} masks let through "
+              + (f"{r['iou_accepted']:.3f}" if kept else "-"))
     return 0

@@ -19,6 +19,9 @@ image border* (a strip ``max(1, R // 16)`` px wide), averaged over up to 512 tra
 the object region; it is computed at every checkpoint and stored in it (``object_region``).
 Classification images frame their object, so the background touches the border more.
 ``RedoSegmenter(region=k)`` overrides it.
+
+Training (:func:`fit_redo`, with the collapse guard and the best-checkpoint rule) lives in
+:mod:`synthdet.segmentation.redo_train`; ``fit_redo`` is also importable from here.
 """
 
 from __future__ import annotations
@@ -27,7 +30,6 @@ import dataclasses
 import logging
 import math
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -38,13 +40,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
-from tqdm import tqdm
 
-from ..utils.config import ConfigError, dump_yaml, from_dict, to_dict
+from ..training.periodic import read_state
+from ..utils.config import ConfigError, from_dict
 from ..utils.device import resolve_device
-from ..utils.files import atomic_torch_save, file_digest, list_images
-from ..utils.image import BadImageError, read_image, write_image
-from ..utils.viz import make_grid
+from ..utils.files import file_digest
 from .base import as_rgb, safe_key
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,13 @@ class RedoConfig:
     max_images: int | None = None  # use at most this many training images
     time_limit_minutes: float | None = None  # stop (with a checkpoint) after this wall time
     checkpoint_every: int = 500
+    log_every: int = 50            # history.json row: loss means over this many steps
+    # Collapse guard (see synthdet.segmentation.redo_train): a log window whose smallest region wins
+    # fewer than collapse_area of the pixels is collapsed; collapse_windows of them in a row restart
+    # from the last good checkpoint with a new seed, at most max_restarts times.
+    collapse_area: float = 0.05
+    collapse_windows: int = 3
+    max_restarts: int = 3
     preview_every: int = 500
     preview_images: int = 6
     seed: int = 0
@@ -103,6 +110,11 @@ class RedoConfig:
             raise ConfigError("redo.mask_channels must be a multiple of 4")
         if self.batch_size < 1 or self.iterations < 0:
             raise ConfigError("redo.batch_size must be >= 1 and redo.iterations >= 0")
+        if min(self.checkpoint_every, self.log_every, self.collapse_windows) < 1 or self.max_restarts < 0:
+            raise ConfigError("redo.checkpoint_every, log_every and collapse_windows must be >= 1, "
+                              "max_restarts >= 0")
+        if not 0.0 <= self.collapse_area < 1.0 / self.num_regions:
+            raise ConfigError(f"redo.collapse_area must be in [0, 1/num_regions), got {self.collapse_area}")
 
 
 class RedoDivergedError(RuntimeError):
@@ -298,39 +310,6 @@ def to_square_tensor(images: Sequence[np.ndarray], resolution: int) -> torch.Ten
     return arr / 127.5 - 1.0
 
 
-def load_training_images(images_dir: str | os.PathLike, resolution: int, max_images: int | None = None,
-                         progress: bool = True) -> torch.Tensor:
-    """All images under ``images_dir`` squashed to R x R: uint8 ``(N, 3, R, R)``; bad files skipped."""
-    paths = list_images(images_dir)
-    if max_images is not None:
-        paths = paths[:max_images]
-    data, skipped = [], 0
-    for p in tqdm(paths, desc="loading images", unit="img", disable=not progress):
-        try:
-            im = read_image(p)
-        except BadImageError as e:
-            skipped += 1
-            log.warning("skipping %s", e)
-            continue
-        h, w = im.shape[:2]
-        interp = cv2.INTER_AREA if min(h, w) > resolution else cv2.INTER_LINEAR
-        data.append(cv2.resize(im, (resolution, resolution), interpolation=interp))
-    if skipped:
-        log.warning("skipped %d of %d images in %s", skipped, len(paths), images_dir)
-    if len(data) < 2:
-        raise ValueError(f"ReDO needs at least 2 readable images in {images_dir}, found {len(data)}")
-    return torch.from_numpy(np.stack(data)).permute(0, 3, 1, 2).contiguous()
-
-
-def _batch(data: torch.Tensor, size: int, gen: torch.Generator, hflip: bool, device: torch.device) -> torch.Tensor:
-    idx = torch.randint(len(data), (size,), generator=gen)
-    x = data[idx].float() / 127.5 - 1.0
-    if hflip:
-        flip = torch.rand(size, generator=gen) < 0.5
-        x[flip] = x[flip].flip(-1)
-    return x.to(device)
-
-
 def border_occupancy(masks: torch.Tensor) -> torch.Tensor:
     """Mean mask value of each region on the image border: masks ``(B, K, R, R)`` -> ``(K,)``."""
     r = masks.shape[-1]
@@ -352,26 +331,26 @@ def choose_object_region(mask_net: MaskNet, data: torch.Tensor, device: torch.de
     return int(total.argmin()), [round(float(v), 4) for v in total]
 
 
-# --------------------------------------------------------------------------- checkpoints
+# --------------------------------------------------------------------------- checkpoints and collapse guard
+
+
+def checkpoint_file(path: str | os.PathLike) -> Path:
+    """``path`` itself, or for a :func:`fit_redo` folder its ``best.pt`` (else its ``last.pt``)."""
+    path = Path(path)
+    if path.is_dir():
+        return path / "best.pt" if (path / "best.pt").is_file() else path / "last.pt"
+    return path
 
 
 def load_redo_checkpoint(path: str | os.PathLike, resolution: int | None = None) -> dict[str, Any]:
-    """Read and validate a ReDO checkpoint (file, or a folder holding ``last.pt``).
+    """Read and validate a ReDO checkpoint (a file, or a :func:`fit_redo` folder: its ``best.pt``,
+    else its ``last.pt``), weights-only.
 
     Raises ``ValueError`` with a clear message for a file that is not a synthdet ReDO
     checkpoint, one written by another format version, or one of another ``resolution``.
     """
-    path = Path(path)
-    if path.is_dir():
-        path = path / "last.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"ReDO checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling problem is "not a checkpoint"
-        raise ValueError(f"{path}: not a readable ReDO checkpoint ({e.__class__.__name__}: {e})") from None
-    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a synthdet ReDO checkpoint")
+    path = checkpoint_file(path)
+    state = read_state(path, CHECKPOINT_FORMAT, "ReDO")
     if state.get("version") != CHECKPOINT_VERSION:
         raise ValueError(f"{path}: ReDO checkpoint format version {state.get('version')}, but this synthdet "
                          f"reads version {CHECKPOINT_VERSION}; retrain with `synthdet segment fit`")
@@ -379,173 +358,6 @@ def load_redo_checkpoint(path: str | os.PathLike, resolution: int | None = None)
         raise ValueError(f"{path}: ReDO checkpoint is for {state['resolution']} px images, "
                          f"but {resolution} px was requested")
     return state
-
-
-def _save_checkpoint(path: Path, model: Redo, opts: dict[str, torch.optim.Optimizer], step: int,
-                     gen: torch.Generator, object_region: int, occupancy: list[float], losses: dict) -> None:
-    atomic_torch_save({
-        "format": CHECKPOINT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "resolution": model.cfg.resolution,
-        "config": to_dict(model.cfg),
-        "step": step,
-        "mask": model.mask.state_dict(),
-        "gens": model.gens.state_dict(),
-        "disc": model.disc.state_dict(),
-        "enc": model.enc.state_dict(),
-        "optim": {k: o.state_dict() for k, o in opts.items()},
-        "rng": gen.get_state(),
-        "object_region": object_region,
-        "border_occupancy": occupancy,
-        "losses": losses,
-    }, path)
-
-
-# --------------------------------------------------------------------------- training
-
-
-@torch.no_grad()
-def _preview(model: Redo, x: torch.Tensor, z: torch.Tensor, path: Path) -> None:
-    """One row per image: input, K masks, K redrawn images, the fully redrawn image."""
-    m, h, xr = model.redraw(x, z)
-
-    def u8(t: torch.Tensor) -> np.ndarray:
-        return ((t.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
-
-    tiles = []
-    for i in range(len(x)):
-        tiles.append(u8(x[i]))
-        tiles += [(m[i, k] * 255).round().byte().cpu().numpy() for k in range(m.shape[1])]
-        tiles += [u8(xr[i, k]) for k in range(m.shape[1])]
-        tiles.append(u8(h[i].sum(0)))
-    write_image(path, make_grid(tiles, ncols=2 + 2 * m.shape[1]))
-
-
-def fit_redo(images_dir: str | os.PathLike, cfg: RedoConfig, out_dir: str | os.PathLike, resume: bool = True,
-             progress: bool = True) -> Path:
-    """Train ReDO on the (unlabelled) images under ``images_dir``; returns the checkpoint path.
-
-    Writes ``out_dir/last.pt`` every ``cfg.checkpoint_every`` steps and at the end,
-    ``out_dir/previews/step_XXXXXX.png`` every ``cfg.preview_every`` steps, ``out_dir/config.yaml``
-    and ``out_dir/log.csv`` (losses). With ``resume`` an existing ``last.pt`` is continued up to
-    ``cfg.iterations`` (its network shapes must match ``cfg``). A non-finite loss raises
-    :class:`RedoDivergedError` and leaves the last good checkpoint in place.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / "last.pt"
-    device = resolve_device(cfg.device)
-    data = load_training_images(images_dir, cfg.resolution, cfg.max_images, progress)
-    log.info("ReDO: %d training images at %d px on %s", len(data), cfg.resolution, device)
-
-    model = build_redo(cfg).to(device)
-    opts = {
-        "mask": torch.optim.Adam(model.mask.parameters(), lr=cfg.lr_mask, betas=cfg.betas,
-                                 weight_decay=cfg.weight_decay_mask),
-        "gen": torch.optim.Adam([{"params": model.gens.parameters(), "lr": cfg.lr_gen},
-                                 {"params": model.enc.parameters(), "lr": cfg.lr_enc}], betas=cfg.betas),
-        "disc": torch.optim.Adam(model.disc.parameters(), lr=cfg.lr_disc, betas=cfg.betas),
-    }
-    gen = torch.Generator().manual_seed(cfg.seed)
-    step, object_region, occupancy = 0, 0, []
-    if resume and ckpt.is_file():
-        state = load_redo_checkpoint(ckpt, resolution=cfg.resolution)
-        old = state["config"]
-        diff = [f for f in _ARCH_FIELDS if old.get(f) != getattr(cfg, f)]
-        if diff:
-            raise ValueError(f"{ckpt}: cannot resume, network settings differ: "
-                             + ", ".join(f"{f}={old.get(f)} (checkpoint) vs {getattr(cfg, f)}" for f in diff)
-                             + "; use another --out or resume=False")
-        for name in ("mask", "gens", "disc", "enc"):
-            getattr(model, name).load_state_dict(state[name])
-        for k, o in opts.items():
-            o.load_state_dict(state["optim"][k])
-        gen.set_state(state["rng"])
-        step, object_region, occupancy = state["step"], state["object_region"], state["border_occupancy"]
-        log.info("resuming ReDO from %s at step %d", ckpt, step)
-    dump_yaml(to_dict(cfg), out / "config.yaml")
-
-    # Fixed preview inputs and noise (own generator: previews do not change the training stream).
-    pgen = torch.Generator().manual_seed(cfg.seed + 1)
-    n_prev = min(cfg.preview_images, len(data))
-    x_prev = data[torch.randperm(len(data), generator=pgen)[:n_prev]].float().to(device) / 127.5 - 1.0
-    z_prev = torch.randn(n_prev, cfg.num_regions, cfg.z_dim, generator=pgen).to(device)
-
-    B, K = cfg.batch_size, cfg.num_regions
-    losses: dict[str, float] = {}
-    log_path = out / "log.csv"
-    if not log_path.exists() or step == 0:
-        log_path.write_text("step,loss_d,loss_g_adv,loss_info,mask_min_area,seconds\n")
-    t0 = time.time()
-    bar = tqdm(total=cfg.iterations, initial=step, desc="ReDO", unit="it", disable=not progress)
-    model.train()
-    while step < cfg.iterations:
-        x = _batch(data, B, gen, cfg.hflip, device)
-        x_real = _batch(data, B, gen, cfg.hflip, device)
-        z = torch.randn(B, K, cfg.z_dim, generator=gen).to(device)
-
-        # Mask network, generators and encoder: fool D and keep z recoverable.
-        model.disc.requires_grad_(False)
-        m, h, x_gen = model.redraw(x, z)
-        loss_adv = -model.disc(x_gen.flatten(0, 1)).mean()
-        loss_info = F.mse_loss(model.recover_z(h), z)
-        loss_g = loss_adv + cfg.w_info * loss_info
-        # Discriminator: hinge loss on real images vs the (detached) redrawn ones.
-        model.disc.requires_grad_(True)
-        loss_d = (F.relu(1 - model.disc(x_real)).mean() + F.relu(1 + model.disc(x_gen.detach().flatten(0, 1))).mean())
-        if not (torch.isfinite(loss_g) and torch.isfinite(loss_d)):
-            bar.close()
-            where = f"the last good checkpoint is {ckpt} (step {_ckpt_step(ckpt)})" if ckpt.is_file() else "no checkpoint was written yet"
-            raise RedoDivergedError(f"ReDO training diverged at step {step} (loss_g={loss_g.item()}, "
-                                    f"loss_d={loss_d.item()}); {where}. Try lower learning rates.")
-        for o in opts.values():
-            o.zero_grad(set_to_none=True)
-        loss_g.backward()
-        opts["mask"].step()
-        opts["gen"].step()
-        opts["disc"].zero_grad(set_to_none=True)
-        loss_d.backward()
-        opts["disc"].step()
-
-        step += 1
-        area = float(m.detach().mean(dim=(0, 2, 3)).min())
-        losses = {"loss_d": loss_d.item(), "loss_g_adv": loss_adv.item(), "loss_info": loss_info.item(),
-                  "mask_min_area": area}
-        bar.update(1)
-        bar.set_postfix(d=f"{losses['loss_d']:.3f}", g=f"{losses['loss_g_adv']:.3f}",
-                        z=f"{losses['loss_info']:.3f}", area=f"{area:.2f}")
-        if step % 10 == 0 or step == cfg.iterations:
-            with open(log_path, "a") as f:
-                f.write(f"{step},{losses['loss_d']:.5f},{losses['loss_g_adv']:.5f},{losses['loss_info']:.5f},"
-                        f"{area:.4f},{time.time() - t0:.1f}\n")
-        if cfg.preview_every and (step % cfg.preview_every == 0 or step == cfg.iterations):
-            model.eval()
-            _preview(model, x_prev, z_prev, out / "previews" / f"step_{step:06d}.png")
-            model.train()
-        out_of_time = cfg.time_limit_minutes is not None and time.time() - t0 > 60 * cfg.time_limit_minutes
-        if step % cfg.checkpoint_every == 0 or step == cfg.iterations or out_of_time:
-            object_region, occupancy = choose_object_region(model.mask, data, device)
-            _save_checkpoint(ckpt, model, opts, step, gen, object_region, occupancy, losses)
-        if out_of_time:
-            log.info("ReDO: time limit of %.1f min reached at step %d", cfg.time_limit_minutes, step)
-            if cfg.preview_every and step % cfg.preview_every:
-                model.eval()
-                _preview(model, x_prev, z_prev, out / "previews" / f"step_{step:06d}.png")
-            break
-    bar.close()
-    if not ckpt.is_file():  # iterations == 0 (or already done): still leave a usable checkpoint
-        object_region, occupancy = choose_object_region(model.mask, data, device)
-        _save_checkpoint(ckpt, model, opts, step, gen, object_region, occupancy, losses)
-    log.info("ReDO done at step %d: object region %d (border occupancy %s), checkpoint %s",
-             step, object_region, occupancy, ckpt)
-    return ckpt
-
-
-def _ckpt_step(path: Path) -> int | str:
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=True)["step"])
-    except Exception:  # noqa: BLE001
-        return "?"
 
 
 # --------------------------------------------------------------------------- inference
@@ -562,9 +374,7 @@ class RedoSegmenter:
 
     def __init__(self, checkpoint: str | os.PathLike, device: str = "cpu", batch_size: int = 32,
                  region: int | None = None, resolution: int | None = None):
-        path = Path(checkpoint)
-        if path.is_dir():
-            path = path / "last.pt"
+        path = checkpoint_file(checkpoint)
         state = load_redo_checkpoint(path, resolution=resolution)
         self.config = from_dict(RedoConfig, state["config"], where=f"{path} config")
         self.resolution = self.config.resolution
@@ -602,3 +412,15 @@ class RedoSegmenter:
 def redo_config_with(cfg: RedoConfig, **changes: Any) -> RedoConfig:
     """``cfg`` with some fields replaced (``None`` values ignored), validated."""
     return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
+
+
+_TRAINING = ("fit_redo", "CollapseGuard", "restart_seed", "region_areas", "load_training_images")
+
+
+def __getattr__(name: str) -> Any:
+    """``fit_redo`` and its helpers, from :mod:`synthdet.segmentation.redo_train` (imported on use)."""
+    if name in _TRAINING:
+        from . import redo_train
+
+        return getattr(redo_train, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,9 @@ from .base import as_rgb, safe_key
 
 
 class NoneSegmenter:
-    """All-ones masks: the whole object frame is pasted ("naive pasting" ablation)."""
+    """All-ones masks: the whole frame is the object (a ``segment eval`` baseline). In the synthesis
+    stream ``none`` segments nothing at all: objects carry no mask and are pasted naively (whole
+    frame, opaque, whole box; see :class:`~synthdet.sources.base.ObjectSample`)."""
 
     name = "none"
 

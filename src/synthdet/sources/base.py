@@ -18,13 +18,15 @@ import numpy as np
 class ObjectSample:
     """One object instance to paste.
 
-    ``image``: uint8 RGB ``HxWx3``; ``mask``: float32 ``HxW`` soft foreground in [0, 1]
-    (all ones = naive pasting); ``label``: 1-based class id; ``key``: where it came from
-    (file path or ``generator:seed``), for debugging and counting.
+    ``image``: uint8 RGB ``HxWx3``; ``mask``: float32 ``HxW`` soft foreground in [0, 1], or
+    ``None`` for an object that was not segmented (segmenter ``none``): the stream then pastes the
+    whole augmented frame opaquely and labels the whole placed box (the paper's naive pasting);
+    ``label``: 1-based class id; ``key``: where it came from (file path or ``generator:seed``),
+    for debugging and counting.
     """
 
     image: np.ndarray
-    mask: np.ndarray
+    mask: np.ndarray | None
     label: int
     key: str = ""
 

@@ -35,7 +35,6 @@ import copy
 import hashlib
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -47,9 +46,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from ..training.periodic import Periodic, read_state
 from ..utils.config import ConfigError, dump_yaml, from_dict, to_dict
 from ..utils.device import resolve_device
-from ..utils.files import atomic_torch_save, atomic_write_json, list_images
+from ..utils.files import list_images
 from ..utils.image import BadImageError, read_image, write_image
 from ..utils.viz import make_grid
 
@@ -426,34 +426,25 @@ class GanResult:
     fid_features: str | None = None  # feature network the FID used ("random" after a fallback)
 
 
-def _checkpoint_dict(cfg, step, seconds, gen, disc, ema, opt_g, opt_d, history, data_info) -> dict[str, Any]:
+def _checkpoint_dict(cfg, step, gen, disc, ema, opt_g, opt_d, data_info) -> dict[str, Any]:
+    """The GAN state; :meth:`Periodic.save` adds ``seconds`` and ``history``."""
     return {
         "format": CHECKPOINT_FORMAT,
         "config": to_dict(cfg),
         "step": step,
-        "seconds": seconds,
         "generator": gen.state_dict(),
         "discriminator": disc.state_dict(),
         "generator_ema": ema.state_dict(),
         "opt_g": opt_g.state_dict(),
         "opt_d": opt_d.state_dict(),
-        "history": history,
         "data": data_info,
     }
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a :func:`fit_gan` checkpoint dict; a clear error names the file if it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"GAN checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable synthdet GAN checkpoint ({e.__class__.__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path}: not a synthdet GAN checkpoint (format {CHECKPOINT_FORMAT!r} expected)")
-    return ckpt
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a :func:`fit_gan` checkpoint dict (weights-only, on the CPU); a clear error names the
+    file if it is not one."""
+    return read_state(path, CHECKPOINT_FORMAT, "GAN")
 
 
 def load_gan(path: str | Path, device: str | torch.device = "cpu") -> tuple[Generator, GanConfig]:
@@ -529,10 +520,11 @@ def fit_gan(
     ema = copy.deepcopy(gen).requires_grad_(False)
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr_g, betas=cfg.betas)
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.lr_d, betas=cfg.betas)
-    step, seconds_before, history = 0, 0.0, []
+    run = Periodic(out_dir, cfg.checkpoint_every, cfg.log_every, max_seconds)
+    step = 0
 
     if resume and ckpt_path.is_file():
-        ckpt = read_checkpoint(ckpt_path, map_location=device)
+        ckpt = read_checkpoint(ckpt_path)
         old = ckpt["config"]
         for key in ("resolution", "latent_dim", "channels"):
             if old.get(key) != getattr(cfg, key):
@@ -545,7 +537,7 @@ def fit_gan(
         ema.load_state_dict(ckpt["generator_ema"])
         opt_g.load_state_dict(ckpt["opt_g"])
         opt_d.load_state_dict(ckpt["opt_d"])
-        step, seconds_before, history = int(ckpt["step"]), float(ckpt["seconds"]), list(ckpt["history"])
+        step = run.resume(ckpt)
         logger.info("resumed %s at step %d", ckpt_path, step)
     dump_yaml(cfg, out_dir / "config.yaml")
     (out_dir / "samples").mkdir(exist_ok=True)
@@ -560,18 +552,12 @@ def fit_gan(
             sel = data[np.random.default_rng(cfg.seed).choice(len(data), _FID_MAX_REAL, replace=False)]
         real_feats = image_features(fid_net, sel, device)
 
-    def save(step_now: int, elapsed: float, grid: bool) -> Path | None:
+    def save(step_now: int, grid: bool) -> Path | None:
         standing_stats(ema, cfg.seed + 1, device)
         grid_path = _save_grid(ema, cfg, device, out_dir / "samples" / f"step_{step_now:06d}.png") if grid else None
-        ckpt = _checkpoint_dict(cfg, step_now, elapsed, gen, disc, ema, opt_g, opt_d, history, data_info)
-        atomic_torch_save(ckpt, ckpt_path)
-        atomic_write_json(out_dir / "history.json", history)
+        run.save(ckpt_path, _checkpoint_dict(cfg, step_now, gen, disc, ema, opt_g, opt_d, data_info))
         return grid_path
 
-    t0 = time.perf_counter()
-    elapsed = lambda: seconds_before + time.perf_counter() - t0  # noqa: E731
-    running: dict[str, float] = {}
-    n_running = 0
     last_grid: Path | None = None
     stopped_early = False
     bar = tqdm(range(step, cfg.iterations), initial=step, total=cfg.iterations, desc="gan", disable=not progress)
@@ -618,29 +604,23 @@ def fit_gan(
 
         vals = {"loss_d": loss_d.item(), "loss_g": loss_g.item(),
                 "d_real": d_real.mean().item(), "d_fake": d_fake.mean().item()}
-        for k, v in vals.items():
-            running[k] = running.get(k, 0.0) + v
-        n_running += 1
+        run.add(vals)
         bar.set_postfix(d=f"{vals['loss_d']:.3f}", g=f"{vals['loss_g']:.3f}", refresh=False)
 
         done = step + 1
-        out_of_time = max_seconds is not None and time.perf_counter() - t0 >= max_seconds
+        out_of_time = run.out_of_time()
         last = done == cfg.iterations or out_of_time
-        row: dict[str, Any] = {}
-        if done % cfg.log_every == 0 or last:
-            row = {k: v / n_running for k, v in running.items()}
-            running, n_running = {}, 0
+        extra: dict[str, Any] = {}
         if fid_net is not None and (done % cfg.fid_every == 0 or last):
             standing_stats(ema, cfg.seed + 1, device)
             fake_u8 = generate_uint8(ema, cfg.fid_samples, seed=cfg.seed + 104729, device=device)
-            row["fid"] = frechet_distance(image_features(fid_net, fake_u8, device), real_feats)
-            row["fid_features"] = fid_net.feature_name
-            logger.info("step %d: FID-%s = %.2f", done, fid_net.feature_name, row["fid"])
-        if row:
-            history.append({"step": done, "seconds": round(elapsed(), 2), **row})
+            extra = {"fid": frechet_distance(image_features(fid_net, fake_u8, device), real_feats),
+                     "fid_features": fid_net.feature_name}
+            logger.info("step %d: FID-%s = %.2f", done, fid_net.feature_name, extra["fid"])
+        run.end_step(done, last, **extra)
         grid_now = (cfg.sample_every > 0 and done % cfg.sample_every == 0) or last
-        if grid_now or done % cfg.checkpoint_every == 0:
-            last_grid = save(done, elapsed(), grid_now) or last_grid
+        if grid_now or run.checkpoint_due(done, last):
+            last_grid = save(done, grid_now) or last_grid
         if out_of_time and done < cfg.iterations:
             logger.info("time budget of %.0f s spent at step %d/%d; checkpoint saved", max_seconds, done, cfg.iterations)
             stopped_early = True
@@ -650,12 +630,13 @@ def fit_gan(
         final_step = int(read_checkpoint(ckpt_path)["step"])
     else:  # iterations == 0: save the initial model so that it can be sampled
         final_step = 0
-        last_grid = save(0, elapsed(), True)
+        last_grid = save(0, True)
+    history = run.history
     fids = [r["fid"] for r in history if "fid" in r]
     return GanResult(
         checkpoint=ckpt_path,
         steps=final_step,
-        seconds=elapsed(),
+        seconds=run.elapsed(),
         history=history,
         last_grid=last_grid,
         fid=fids[-1] if fids else None,

@@ -249,9 +249,10 @@ class GeneratorObjectSource:
     ``generator``: an :class:`ImageGenerator`, a spec for :func:`load_generator`, or a bare callable
     (then ``latent_dim`` is required). ``segmenter``: an object with
     ``segment(list[uint8 HxWx3]) -> list[float32 HxW]`` (see :mod:`synthdet.segmentation`), a
-    registry name for ``synthdet.segmentation.get_segmenter``, or ``None`` for all-ones masks
-    (naive pasting). ``size``: side the generated image is resized to before segmentation (the
-    segmenter's input size, 128 for ReDO; ``None`` keeps the generator's resolution).
+    registry name for ``synthdet.segmentation.get_segmenter``, or ``None`` (or ``"none"``) for no
+    mask (``ObjectSample.mask is None``: naive pasting). ``size``: side the generated image is
+    resized to before segmentation (the segmenter's input size, 128 for ReDO; ``None`` keeps the
+    generator's resolution).
     ``batch``: latents per forward pass in :meth:`draw_many`.
 
     :meth:`draw` uses exactly one latent ``rng.standard_normal(latent_dim)``, so its result is a
@@ -280,7 +281,9 @@ class GeneratorObjectSource:
             generator = ImageGenerator(generator, int(dim), output_range or (-1.0, 1.0), device=device)
         elif latent_dim is not None and latent_dim != generator.latent_dim:
             raise ValueError(f"latent_dim={latent_dim} disagrees with the generator's {generator.latent_dim}")
-        if isinstance(segmenter, str):
+        if segmenter == "none":  # no segmentation: naive pasting, as make_stream's `none`
+            segmenter = None
+        elif isinstance(segmenter, str):
             from ..segmentation import get_segmenter
 
             segmenter = get_segmenter(segmenter)
@@ -303,7 +306,7 @@ class GeneratorObjectSource:
             images = [_resize(im, self.size) for im in images]
         images = [np.ascontiguousarray(im) for im in images]
         if self.segmenter is None:
-            masks = [np.ones(im.shape[:2], np.float32) for im in images]
+            masks: list[np.ndarray | None] = [None] * len(images)
         else:
             masks = [np.asarray(m, dtype=np.float32) for m in self.segmenter.segment(images)]
             for im, m in zip(images, masks):
@@ -312,11 +315,13 @@ class GeneratorObjectSource:
         out = []
         for z, im, m in zip(latents, images, masks):
             key = hashlib.blake2b(np.ascontiguousarray(z, np.float32).tobytes(), digest_size=8).hexdigest()
-            out.append(ObjectSample(image=im, mask=np.clip(m, 0.0, 1.0), label=1, key=f"generator:{key}"))
+            mask = None if m is None else np.clip(m, 0.0, 1.0)
+            out.append(ObjectSample(image=im, mask=mask, label=1, key=f"generator:{key}"))
         return out
 
     def draw(self, rng: np.random.Generator) -> ObjectSample:
-        """One generated object: uint8 ``HxWx3`` image, float32 ``HxW`` mask, label 1."""
+        """One generated object: uint8 ``HxWx3`` image, float32 ``HxW`` mask (``None`` without a
+        segmenter), label 1."""
         z = rng.standard_normal(self.latent_dim).astype(np.float32)
         return self._samples(z[None])[0]
 

@@ -1,10 +1,10 @@
 """Object instances from a folder of images (class subfolders allowed) with their masks.
 
 Masks come from any object with ``.get(path) -> float32 HxW mask`` (the segmentation stage's
-``MaskCache``: every image segmented once, then read back); ``masks=None`` means all-ones masks,
-i.e. the paper's naive pasting. Decoded objects live in a bounded LRU cache, so memory does not
-grow with the number of images. Bad images are skipped and counted; if every image is bad the
-source raises.
+``MaskCache``: every image segmented once, then read back); ``masks=None`` means no mask (``None``,
+or the alpha channel with ``use_alpha``), i.e. the paper's naive pasting. Decoded objects live in a
+bounded LRU cache, so memory does not grow with the number of images. Bad images are skipped and
+counted; if every image is bad the source raises.
 """
 
 from __future__ import annotations
@@ -66,17 +66,36 @@ def discover_classes(root: str | os.PathLike, class_name: str | None = None) -> 
     return names, files
 
 
+def class_probabilities(spec: str | dict | None, class_names: list[str], counts: list[int]) -> np.ndarray:
+    """Probability float64 ``[C]`` of drawing each class: ``None``/``"balanced"`` uniform,
+    ``"proportional"`` by image count, a mapping ``{class name: weight}`` by relative weight
+    (unlisted classes weigh 1). Raises ``ValueError`` for an unknown class name or all-zero weights."""
+    if spec in (None, "balanced"):
+        w = np.ones(len(class_names))
+    elif spec == "proportional":
+        w = np.asarray(counts, np.float64)
+    else:
+        unknown = sorted(set(spec) - set(class_names))
+        if unknown:
+            raise ValueError(f"class_weights: unknown class(es) {unknown}; the classes are {class_names}")
+        w = np.array([float(spec.get(name, 1.0)) for name in class_names])
+    if not w.sum() > 0:
+        raise ValueError(f"class_weights: every class has weight 0 ({spec!r})")
+    return w / w.sum()
+
+
 class FolderObjectSource(CachedSource):
     """An :class:`~synthdet.sources.base.ObjectSource` over a folder of object images.
 
     Classes: see :func:`discover_classes` (class subfolders, or one flat class).
 
-    ``draw(rng)`` picks a class uniformly (``balance_classes``) or an image uniformly over all
-    classes, and returns the image and mask resized to ``size x size`` (uint8 / float32 in
-    [0, 1]) with the 1-based class label. ``use_alpha`` (only with ``masks=None``) takes an RGBA
-    image's alpha as its mask. ``stats`` counts bad files and empty / all-foreground masks (per
-    process). The returned arrays are read-only views of the cache. ``one_class`` merges every
-    subfolder into a single class (named ``class_name``), e.g. CUB's 200 species as "bird".
+    ``draw(rng)`` picks a class uniformly (``balance_classes``), by ``class_probs`` (see
+    :meth:`with_class_weights`) or an image uniformly over all classes, and returns the image and
+    mask resized to ``size x size`` (uint8 / float32 in [0, 1]) with the 1-based class label. With
+    ``masks=None`` the mask is ``None`` (naive pasting), or with ``use_alpha`` an RGBA image's alpha.
+    ``stats`` counts bad files and empty / all-foreground masks (per process). The returned arrays
+    are read-only views of the cache. ``one_class`` merges every subfolder into a single class
+    (named ``class_name``), e.g. CUB's 200 species as "bird".
     """
 
     def __init__(self, root: str | os.PathLike, masks: MaskProvider | None = None, size: int = 128,
@@ -93,6 +112,7 @@ class FolderObjectSource(CachedSource):
         self.size = int(size)
         self.cache_items = max(0, int(cache_items))
         self.balance_classes = balance_classes
+        self.class_probs: np.ndarray | None = None  # set by with_class_weights
         self.use_alpha = use_alpha
         self.max_bad_draws = max_bad_draws
         self._offsets = np.cumsum([0] + [len(f) for f in self.files])
@@ -110,7 +130,23 @@ class FolderObjectSource(CachedSource):
         """All object image paths, class by class."""
         return [p for f in self.files for p in f]
 
+    def with_class_weights(self, spec: str | dict | None) -> "FolderObjectSource":
+        """A copy drawing classes by ``spec`` (see :func:`class_probabilities`)."""
+        import copy
+
+        other = copy.copy(self)
+        other.balance_classes = spec in (None, "balanced")
+        other.class_probs = (None if spec in (None, "balanced", "proportional") else
+                             class_probabilities(spec, self.class_names, [len(f) for f in self.files]))
+        return other
+
     def _pick(self, rng: np.random.Generator) -> tuple[int, int]:
+        probs = self.class_probs
+        if probs is not None:
+            c = min(int(np.searchsorted(np.cumsum(probs), rng.random(), side="right")), len(probs) - 1)
+            while probs[c] == 0:  # rounding at the top of the cumulative sum: the last weighted class
+                c -= 1
+            return c, int(rng.integers(len(self.files[c])))
         if self.balance_classes:
             c = int(rng.integers(len(self.files)))
             return c, int(rng.integers(len(self.files[c])))
@@ -118,7 +154,7 @@ class FolderObjectSource(CachedSource):
         c = int(np.searchsorted(self._offsets, flat, side="right") - 1)
         return c, flat - int(self._offsets[c])
 
-    def _load(self, c: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+    def _load(self, c: int, j: int) -> tuple[np.ndarray, np.ndarray | None]:
         path = self.files[c][j]
         rgb, alpha = read_image_rgba(path)
         if self.masks is not None:
@@ -132,21 +168,24 @@ class FolderObjectSource(CachedSource):
                 raise BadImageError(path, f"mask has shape {mask.shape} or non-finite values")
         elif self.use_alpha and alpha is not None:
             mask = alpha
-        else:
-            mask = np.ones(rgb.shape[:2], np.float32)
+        else:  # not segmented: naive pasting (see ObjectSample)
+            mask = None
         image = _resize(rgb, self.size)
+        image.setflags(write=False)
+        self.stats["loaded"] += 1
+        if mask is None:
+            return image, None
         mask = np.clip(_resize(mask, self.size), 0.0, 1.0).astype(np.float32)
         if not (mask > 0).any():
             self.stats["empty_masks"] += 1
         elif (mask >= 1.0).all() and self.masks is not None:
             self.stats["full_masks"] += 1
-        image.setflags(write=False)
         mask.setflags(write=False)
-        self.stats["loaded"] += 1
         return image, mask
 
-    def get(self, c: int, j: int) -> tuple[np.ndarray, np.ndarray]:
-        """Decoded ``(image, mask)`` of file ``j`` of class ``c`` (cached). Raises BadImageError."""
+    def get(self, c: int, j: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """Decoded ``(image, mask)`` of file ``j`` of class ``c`` (cached; mask ``None`` without
+        masks). Raises BadImageError."""
         key = (c, j)
         hit = self._cache_get(key)
         if hit is not None:

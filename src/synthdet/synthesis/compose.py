@@ -5,9 +5,12 @@ Boxes are XYXY with an exclusive end (see :mod:`synthdet`); placed boxes are int
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from .config import SynthConfig
+from .placement import BoxPrior, sample_fitted_boxes, sample_fitted_count
 
 
 def sample_box_sizes(shape: int | tuple[int, ...], cfg: SynthConfig, rng: np.random.Generator) -> np.ndarray:
@@ -50,24 +53,39 @@ def any_overlap(boxes: np.ndarray) -> bool:
     return bool(overlaps(np.asarray(boxes).reshape(-1, 4)))
 
 
-def place_boxes(cfg: SynthConfig, rng: np.random.Generator, max_counts: int = 1000) -> np.ndarray:
+def _samplers(cfg: SynthConfig, rng: np.random.Generator, prior: BoxPrior | None
+              ) -> tuple[Callable[[], int], Callable[[int | tuple[int, ...]], np.ndarray], int]:
+    """(draw a count, draw boxes of a shape, the largest count) of ``cfg.placement``."""
+    if cfg.placement == "fitted":
+        if prior is None:
+            raise ValueError("placement 'fitted' needs the real boxes (box_prior=, or --real-annotations)")
+        return (lambda: sample_fitted_count(prior, rng),
+                lambda shape: sample_fitted_boxes(shape, prior, cfg.canvas_size, rng), int(prior.counts.max()))
+    lo, hi = cfg.num_objects
+    return lambda: int(rng.integers(lo, hi + 1)), lambda shape: sample_boxes(shape, cfg, rng), hi
+
+
+def place_boxes(cfg: SynthConfig, rng: np.random.Generator, max_counts: int = 1000,
+                prior: BoxPrior | None = None) -> np.ndarray:
     """The paper's placement: draw a count in ``num_objects``; unless ``allow_overlap``, try up to
     ``max_tries`` times to draw that many mutually non-intersecting boxes, else draw a new count.
+    With ``placement: fitted`` the count and the boxes come from ``prior`` instead (see
+    :mod:`synthdet.synthesis.placement`), with the same retries.
 
     The ``max_tries`` tries of one count are drawn at once (vectorised) and the first valid one is
     kept. Returns int64 ``[N, 4]`` XYXY boxes. After ``max_counts`` failed counts (only possible
     with extreme settings) one box is returned, which never overlaps.
     """
-    lo, hi = cfg.num_objects
+    count, draw, hi = _samplers(cfg, rng, prior)
     for _ in range(max_counts):
-        n = int(rng.integers(lo, hi + 1))
+        n = count()
         if cfg.allow_overlap or n <= 1:
-            return sample_boxes(n, cfg, rng)
-        tries = sample_boxes((cfg.max_tries, n), cfg, rng)
+            return draw(n)
+        tries = draw((cfg.max_tries, n))
         ok = np.flatnonzero(~overlaps(tries))
         if ok.size:
             return tries[ok[0]]
-    return sample_boxes(min(1, hi), cfg, rng)
+    return draw(min(1, hi))
 
 
 def mask_box(mask: np.ndarray, threshold: float = 0.0) -> tuple[int, int, int, int] | None:

@@ -2,7 +2,9 @@
 
 Layouts (images are JPEG, quality 95):
 
-- ``coco``: ``images/000001.jpg`` ... and ``annotations.json`` (boxes + instance masks as RLE).
+- ``coco``: ``images/000001.jpg`` ... and ``annotations.json`` (boxes + instance masks as RLE;
+  each annotation also has ``amodal_bbox``, the XYWH box of the whole object, covered parts
+  included, and ``visible_fraction``; ``bbox`` is the visible box).
 - ``yolo``: ``images/*.jpg``, ``labels/*.txt`` and ``data.yaml`` (Ultralytics layout).
 - ``voc``: ``JPEGImages/*.jpg``, ``Annotations/*.xml``, ``ImageSets/Main/train.txt``.
 
@@ -23,6 +25,7 @@ from ..datasets.records import DetectionRecord
 from ..utils.config import dump_yaml, to_dict
 from ..utils.image import write_image
 from ..utils.outdir import build_then_rename
+from .stats import SampleStats
 from .stream import SynthSample, SynthStream
 
 log = logging.getLogger(__name__)
@@ -50,7 +53,7 @@ def write_preview(stream: SynthStream, path: str | os.PathLike, count: int = 16,
 
 def export_dataset(stream: SynthStream, out_dir: str | os.PathLike, count: int, fmt: str = "coco",
                    preview: bool = False, progress: bool = True, quality: int = 95,
-                   force: bool = False) -> list[DetectionRecord]:
+                   force: bool = False, stats: SampleStats | None = None) -> list[DetectionRecord]:
     """Render samples ``stream.start .. + count - 1`` into ``out_dir`` in format ``fmt``.
 
     Returns the written records (XYXY exclusive-end boxes, 1-based labels). COCO files carry
@@ -60,6 +63,7 @@ def export_dataset(stream: SynthStream, out_dir: str | os.PathLike, count: int, 
     The dataset is built in a temporary sibling folder and renamed onto ``out_dir`` when
     complete (replacing an earlier synthdet output). A folder synthdet did not write is refused
     unless ``force``; a second export into the same folder at the same time is refused.
+    ``stats``: a :class:`~synthdet.synthesis.stats.SampleStats` that every written sample is added to.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -67,7 +71,7 @@ def export_dataset(stream: SynthStream, out_dir: str | os.PathLike, count: int, 
         raise ValueError(f"--count must be >= 1, got {count}")
     out = Path(out_dir).absolute()
     with build_then_rename(out, "synth", force=force, legacy=("synth_config.yaml",)) as tmp:
-        records = _export_into(tmp, stream, count, fmt, preview, progress, quality)
+        records = _export_into(tmp, stream, count, fmt, preview, progress, quality, stats)
     records = [r.replace(image_path=str(out / Path(r.image_path).relative_to(tmp))) for r in records]
     log.info("wrote %d %s samples (%d objects) to %s", count, fmt, sum(len(r.boxes) for r in records), out)
     stream.log_stats()
@@ -75,7 +79,7 @@ def export_dataset(stream: SynthStream, out_dir: str | os.PathLike, count: int, 
 
 
 def _export_into(out: Path, stream: SynthStream, count: int, fmt: str, preview: bool, progress: bool,
-                 quality: int) -> list[DetectionRecord]:
+                 quality: int, stats: SampleStats | None = None) -> list[DetectionRecord]:
     from tqdm import tqdm
 
     img_dir = out / _IMAGE_DIR[fmt]
@@ -93,8 +97,10 @@ def _export_into(out: Path, stream: SynthStream, count: int, fmt: str, preview: 
         rec = DetectionRecord(image_path=str(path), width=size, height=size, boxes=s.boxes, labels=s.labels,
                               image_id=k + 1)
         records.append(rec)
+        if stats is not None:
+            stats.add(s)
         if coco is not None:
-            coco.add(rec, s.full_masks(stream.config.binarize_threshold))
+            coco.add(rec, s.full_masks(stream.config.binarize_threshold), _occlusion_fields(s))
         if preview and len(first) < 16:
             first.append(s)
     categories = {k + 1: n for k, n in enumerate(names)}
@@ -115,6 +121,12 @@ def _export_into(out: Path, stream: SynthStream, count: int, fmt: str, preview: 
     return records
 
 
+def _occlusion_fields(s: SynthSample) -> list[dict]:
+    """Per object: ``amodal_bbox`` (XYWH of the whole mask) and ``visible_fraction``."""
+    return [{"amodal_bbox": [float(x0), float(y0), float(x1 - x0), float(y1 - y0)], "visible_fraction": float(v)}
+            for (x0, y0, x1, y1), v in zip(s.amodal, s.visible)]
+
+
 class _CocoSpool:
     """COCO annotations written to a spool file sample by sample (masks RLE-encoded once, then
     dropped), assembled into ``annotations.json`` at the end."""
@@ -126,13 +138,14 @@ class _CocoSpool:
         self.images: list[dict] = []
         self.next_id = 1
 
-    def add(self, rec: DetectionRecord, masks: np.ndarray) -> None:
+    def add(self, rec: DetectionRecord, masks: np.ndarray, extra: list[dict] | None = None) -> None:
         from ..datasets.coco import coco_annotations, coco_image
 
         self.images.append(coco_image(rec, rec.image_id, self.root))
         anns = coco_annotations(rec, rec.image_id, self.next_id, list(masks))
         self.next_id += len(anns)
-        for ann in anns:
+        for ann, more in zip(anns, extra or [{}] * len(anns)):
+            ann.update(more)
             self.spool.write(json.dumps(ann) + "\n")
 
     def finish(self, path: Path, categories: dict[int, str]) -> None:

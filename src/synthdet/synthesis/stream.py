@@ -25,8 +25,10 @@ from ..datasets.records import collate_detection
 from ..sources.backgrounds import BackgroundSource
 from ..sources.base import ObjectSource
 from .augment import ObjectAugmenter
-from .compose import blend, label_box, place_boxes
+from .compose import place_boxes
 from .config import SynthConfig
+from .placement import BoxPrior
+from .scene import paste_scene
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,12 @@ class SynthSample:
     ``image``: uint8 ``SxSx3``; ``boxes``: float32 ``[N, 4]`` XYXY (exclusive end), the tight box
     of each object's binarised mask; ``labels``: int64 ``[N]`` (1-based); ``placed``: int64
     ``[N, 4]`` the sampled box each object was resized into; ``masks``: N float32 masks of the
-    placed-box size (soft, as blended); ``empty``: bool ``[N]``, mask empty -> whole placed box;
-    ``keys``: where each object came from.
+    placed-box size (soft; with ``allow_overlap`` only their visible part); ``empty``: bool ``[N]``,
+    mask empty -> whole placed box; ``keys``: where each object came from; ``amodal``: float32
+    ``[N, 4]`` the tight box of each whole mask, covered parts included (= ``boxes`` without
+    occlusion); ``visible``: float32 ``[N]`` the visible fraction of each mask (1 without occlusion).
+    Objects are in pasting order (later ones on top). Objects hidden below ``min_visibility`` and
+    distractors are in the image, not in these arrays.
     """
 
     index: int
@@ -50,12 +56,13 @@ class SynthSample:
     masks: list[np.ndarray] = field(default_factory=list)
     empty: np.ndarray = field(default_factory=lambda: np.zeros((0,), bool))
     keys: list[str] = field(default_factory=list)
+    amodal: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
+    visible: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
 
     def full_masks(self, threshold: float = 0.0) -> np.ndarray:
         """Binary instance masks bool ``[N, S, S]`` in canvas coordinates (``mask > threshold``).
 
-        A later object may cover an earlier one only with ``allow_overlap``; masks are not
-        occlusion-corrected.
+        With ``allow_overlap`` these are the visible parts (what later objects cover is removed).
         """
         h, w = self.image.shape[:2]
         out = np.zeros((len(self.masks), h, w), bool)
@@ -88,20 +95,31 @@ class SynthStream(torch.utils.data.IterableDataset):
     FloatTensor[N, 4] XYXY, "labels": Int64Tensor[N]})``. :meth:`render` gives the full sample.
     ``with_masks`` adds ``"masks"`` (uint8 ``[N, S, S]``); ``uint8_images`` yields ``ByteTensor``
     images in [0, 255] instead (cheaper to move out of DataLoader workers; the consumer divides by
-    255). Picklable; caches are per process.
+    255). ``box_prior``: the real boxes ``placement: fitted`` draws from; ``config.class_weights``
+    re-weights the classes of ``objects``. ``distractors``: the unlabelled objects pasted when
+    ``config.distractors`` is set (:func:`make_stream` builds it). Picklable; caches are per process.
     """
 
     def __init__(self, objects: ObjectSource, backgrounds: BackgroundSource, config: SynthConfig | None = None,
                  seed: int = 0, start: int = 0, length: int | None = None, block: int = 1,
-                 with_masks: bool = False, uint8_images: bool = False) -> None:
+                 with_masks: bool = False, uint8_images: bool = False, box_prior: BoxPrior | None = None,
+                 distractors: ObjectSource | None = None) -> None:
         super().__init__()
         if block < 1:
             raise ValueError(f"SynthStream: block must be >= 1, got {block}")
         if length is not None and length < 0:
             raise ValueError(f"SynthStream: length must be >= 0, got {length}")
-        self.objects = objects
-        self.backgrounds = backgrounds
         self.config = config or SynthConfig()
+        self.objects = _weighted(objects, self.config.class_weights)
+        self.backgrounds = backgrounds
+        if self.config.placement == "fitted" and box_prior is None:
+            raise ValueError("SynthStream: placement 'fitted' needs box_prior (the real boxes; see "
+                             "synthdet.synthesis.placement.load_box_prior)")
+        self.box_prior = box_prior
+        if self.config.distractors and distractors is None:
+            raise ValueError(f"SynthStream: config.distractors is {self.config.distractors!r} but no distractor "
+                             "source was given (build the stream with make_stream, or pass distractors=)")
+        self.distractors = distractors
         self.seed = int(seed)
         self.start = int(start)
         self.length = length
@@ -109,7 +127,8 @@ class SynthStream(torch.utils.data.IterableDataset):
         self.with_masks = with_masks
         self.uint8_images = uint8_images
         self.augmenter = ObjectAugmenter(self.config)
-        self.stats: dict[str, int] = {"samples": 0, "objects": 0, "empty_masks": 0}
+        self.stats: dict[str, int] = {"samples": 0, "objects": 0, "empty_masks": 0, "dropped": 0,
+                                      "retries": 0, "rejected": 0, "distractors": 0}
 
     @property
     def class_names(self) -> list[str]:
@@ -133,32 +152,25 @@ class SynthStream(torch.utils.data.IterableDataset):
         try:
             canvas = self.backgrounds.draw(rng, cfg.canvas_size, crop=cfg.background_crop,
                                            flip_p=cfg.background_flip_p)
-            placed = place_boxes(cfg, rng)
-            n = len(placed)
-            boxes = np.zeros((n, 4), np.float32)
-            labels = np.zeros((n,), np.int64)
-            empty = np.zeros((n,), bool)
-            masks, keys = [], []
-            for k, (x0, y0, x1, y1) in enumerate(placed):
-                obj = self.objects.draw(rng)
-                img, msk = self.augmenter(obj.image, obj.mask, int(x1 - x0), int(y1 - y0), rng)
-                if cfg.naive_paste:
-                    canvas[y0:y1, x0:x1] = img
-                    msk = np.ones(msk.shape, np.float32)
-                    boxes[k] = placed[k]
-                else:
-                    blend(canvas, img, msk, int(x0), int(y0))
-                    boxes[k], empty[k] = label_box(msk, placed[k], cfg.binarize_threshold)
-                labels[k] = obj.label
-                masks.append(msk)
-                keys.append(obj.key)
+            placed = place_boxes(cfg, rng, prior=self.box_prior)
+            # blending has its own generator: every mode gives the same objects, positions and labels
+            blend_rng = None if cfg.blend == "alpha" else np.random.default_rng([self.seed, int(index), 1])
+            scene = paste_scene(canvas, placed, cfg, self.augmenter, self.objects, self.distractors, rng,
+                                blend_rng)
         except (RuntimeError, ValueError, OSError, cv2.error) as e:
             raise RuntimeError(f"synthetic sample {index} (seed {self.seed}) failed: {e}") from e
+        n = len(scene.labels)
+        empty = np.asarray(scene.empty, bool).reshape(n)
         self.stats["samples"] += 1
         self.stats["objects"] += n
         self.stats["empty_masks"] += int(empty.sum())
-        return SynthSample(index=int(index), image=canvas, boxes=boxes, labels=labels, placed=placed,
-                           masks=masks, empty=empty, keys=keys)
+        for name in ("dropped", "retries", "rejected", "distractors"):
+            self.stats[name] += getattr(scene, name)
+        return SynthSample(index=int(index), image=canvas, boxes=_rows(scene.boxes, np.float32),
+                           labels=np.asarray(scene.labels, np.int64).reshape(n),
+                           placed=_rows(scene.placed, np.int64), masks=scene.masks, empty=empty,
+                           keys=scene.keys, amodal=_rows(scene.amodal, np.float32),
+                           visible=np.asarray(scene.visible, np.float32).reshape(n))
 
     def sample(self, index: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Sample ``index`` as ``(image tensor, target)``."""
@@ -184,14 +196,33 @@ class SynthStream(torch.utils.data.IterableDataset):
                 self.log_stats()
 
     def log_stats(self) -> None:
-        """Log the skipped-file and empty-mask counts of this process."""
-        parts = [f"{self.stats['samples']} samples, {self.stats['objects']} objects, "
-                 f"{self.stats['empty_masks']} empty masks (whole box used)"]
+        """Log the skipped-file, empty-mask, occlusion and distractor counts of this process."""
+        st = self.stats
+        parts = [f"{st['samples']} samples, {st['objects']} objects, {st['empty_masks']} empty masks (whole box used)"]
+        if st["dropped"] or st["retries"] or st["rejected"]:
+            parts.append(f"{st['dropped']} objects dropped as hidden, {st['retries']} positions redrawn, "
+                         f"{st['rejected']} objects left out")
+        if st["distractors"]:
+            parts.append(f"{st['distractors']} distractors")
         for name, src in (("objects", self.objects), ("backgrounds", self.backgrounds)):
             st = getattr(src, "stats", None)
             if st and st.get("bad_files"):
                 parts.append(f"{st['bad_files']} bad {name} files skipped")
         log.info("synthesis: %s", "; ".join(parts))
+
+
+def _rows(values: list[np.ndarray], dtype: type) -> np.ndarray:
+    """``[N, 4]`` array of ``dtype`` from N boxes (``[0, 4]`` for none)."""
+    return np.asarray(values, dtype).reshape(-1, 4)
+
+
+def _weighted(objects: ObjectSource, spec: str | dict | None) -> ObjectSource:
+    """``objects`` drawing its classes by ``class_weights`` ``spec`` (a copy; as is for None)."""
+    if spec is None or len(objects.class_names) < 2:
+        return objects
+    if not hasattr(objects, "with_class_weights"):
+        raise ValueError(f"class_weights: the object source {type(objects).__name__} cannot weight its classes")
+    return objects.with_class_weights(spec)
 
 
 class SynthPool(torch.utils.data.Dataset):
@@ -227,44 +258,53 @@ def make_stream(objects: str | os.PathLike | ObjectSource,
                 segmenter: str = "grabcut", segmenter_kwargs: dict[str, Any] | None = None,
                 cache_dir: str | os.PathLike | None = None, config: SynthConfig | None = None, seed: int = 0,
                 progress: bool = True, class_name: str | None = None, one_class: bool = False,
-                **stream_kwargs: Any) -> SynthStream:
+                distractors: str | os.PathLike | ObjectSource | None = None, **stream_kwargs: Any) -> SynthStream:
     """Build a stream from folders (or ready sources).
 
     ``objects``: a folder (class subfolders allowed) or an ObjectSource. For a folder, each image
-    is segmented once with ``segmenter`` (``none`` = naive pasting: no segmentation and
-    ``config.naive_paste`` switched on) into a mask
-    cache under ``cache_dir`` (default :func:`default_cache_dir`). ``backgrounds``: a folder, a
-    list of image paths or a BackgroundSource. ``class_name``/``one_class`` go to
-    :class:`~synthdet.sources.objects.FolderObjectSource`. Extra keyword arguments go to
-    :class:`SynthStream`.
+    is segmented once with ``segmenter`` into a mask cache under ``cache_dir`` (default
+    :func:`default_cache_dir`); ``none`` segments nothing: the objects have no mask and are pasted
+    naively (whole frame, whole box; see :class:`~synthdet.sources.base.ObjectSample`).
+    ``backgrounds``: a folder, a list of image paths or a BackgroundSource. ``class_name``/``one_class`` go to
+    :class:`~synthdet.sources.objects.FolderObjectSource`. ``distractors`` (or
+    ``config.distractors``): a folder of non-target images, segmented like the objects and pasted
+    unlabelled (one class), or an ObjectSource. Extra keyword arguments go to :class:`SynthStream`.
     """
     from ..sources.objects import FolderObjectSource
 
     config = config or SynthConfig()
-    if segmenter == "none" and not config.naive_paste:
-        log.info("segmenter 'none': naive pasting (whole object frame pasted, whole box labelled)")
-        config = config.replace(naive_paste=True)
-    if isinstance(objects, (str, os.PathLike)):
+
+    def folder_source(folder: str | os.PathLike, **kwargs: Any) -> ObjectSource:
         masks = None
         if segmenter != "none":
             from ..segmentation import MaskCache, get_segmenter
 
             seg = get_segmenter(segmenter, **(segmenter_kwargs or {}))
             masks = MaskCache(Path(cache_dir) if cache_dir is not None else default_cache_dir(), seg)
-        source: ObjectSource = FolderObjectSource(objects, masks=masks, size=config.object_size,
-                                                  class_name=class_name, one_class=one_class)
+        src = FolderObjectSource(folder, masks=masks, size=config.object_size, **kwargs)
         if masks is not None:
-            counts = masks.prepare(source.paths, progress=progress)
-            log.info("mask cache for %s (%s): %s", objects, segmenter, counts)
+            counts = masks.prepare(src.paths, progress=progress)
+            log.info("mask cache for %s (%s): %s", folder, segmenter, counts)
+            src.mask_counts = counts  # reported by `synthdet synth` (rejected: failed the quality gates)
+        return src
+
+    if isinstance(objects, (str, os.PathLike)):
+        source: ObjectSource = folder_source(objects, class_name=class_name, one_class=one_class)
     else:
         source = objects
+    if isinstance(distractors, (str, os.PathLike)):
+        config = config.replace(distractors=str(distractors))
+    if distractors is None and config.distractors:
+        distractors = config.distractors
+    if isinstance(distractors, (str, os.PathLike)):  # "~" allowed, e.g. in experiment YAML files
+        distractors = folder_source(Path(distractors).expanduser(), class_name="distractor", one_class=True)
     if isinstance(backgrounds, BackgroundSource):
         bg = backgrounds
     elif isinstance(backgrounds, (str, os.PathLike)):
         bg = BackgroundSource.from_folder(backgrounds)
     else:
         bg = BackgroundSource(list(backgrounds))
-    return SynthStream(source, bg, config, seed=seed, **stream_kwargs)
+    return SynthStream(source, bg, config, seed=seed, distractors=distractors, **stream_kwargs)
 
 
 def make_loader(dataset: SynthStream | SynthPool | torch.utils.data.Dataset, batch_size: int,

@@ -41,6 +41,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="start over even if OUT/last.pt exists (by default a killed run continues from it "
                    "to the same result)")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-tensorboard", action="store_true",
+                   help="do not log losses, lr, validation AP and sample images to OUT/tensorboard")
 
 
 def _real(p: argparse.ArgumentParser, val: bool = True) -> None:
@@ -63,7 +65,12 @@ def _synth(p: argparse.ArgumentParser) -> None:
                    help="segmenter: %(choices)s (default %(default)s)")
     p.add_argument("--segmenter-arg", type=parse_key_value, action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--cache-dir", default=None, help="mask cache folder")
-    p.add_argument("--synth-config", type=Path, default=None, help="YAML of SynthConfig settings")
+    p.add_argument("--synth-config", type=Path, default=None,
+                   help="YAML of SynthConfig settings (preset: faces|birds|cars allowed)")
+    p.add_argument("--real-annotations", default=None, metavar="FILE",
+                   help="real boxes (COCO, or --real-format) that 'placement: fitted' draws the geometry from")
+    p.add_argument("--real-format", default="coco", choices=DATASET_FORMATS, metavar="FORMAT",
+                   help="dataset format of --real-annotations (default %(default)s)")
     p.add_argument("--synth-seed", type=int, default=0)
 
 
@@ -109,6 +116,8 @@ def _train_config(args: argparse.Namespace, stage: str):
     data.setdefault("recipe", DEFAULT_RECIPE)
     if args.no_progress:
         data["progress"] = False
+    if args.no_tensorboard:
+        data["tensorboard"] = False
     return train_config(data, where=str(args.config or stage))
 
 
@@ -142,16 +151,21 @@ def _read_real(args: argparse.Namespace, path: str, split: str | None, subset: b
 
 
 def _stream(args: argparse.Namespace):
-    from ..synthesis import SynthConfig, make_stream
-    from ..utils.config import from_dict, load_yaml
+    from ..synthesis import make_stream
+    from ..synthesis.config import synth_config
+    from ..synthesis.placement import load_box_prior
+    from ..utils.config import load_yaml
 
     data = load_yaml(args.synth_config) if args.synth_config else {}
     if isinstance(data.get("synthesis"), dict):
         data = data["synthesis"]
-    cfg = from_dict(SynthConfig, data, where=str(args.synth_config or "synthesis"))
+    cfg = synth_config(data, where=str(args.synth_config or "synthesis"))
+    if cfg.placement == "fitted" and not args.real_annotations:
+        raise ValueError("placement 'fitted' needs --real-annotations FILE (the real boxes to fit)")
+    prior = load_box_prior(args.real_annotations, args.real_format) if cfg.placement == "fitted" else None
     return make_stream(args.objects, args.backgrounds, segmenter=args.segmenter,
                        segmenter_kwargs=dict(args.segmenter_arg), cache_dir=args.cache_dir, config=cfg,
-                       seed=args.synth_seed, progress=not args.no_progress)
+                       seed=args.synth_seed, progress=not args.no_progress, box_prior=prior)
 
 
 def _report(result: Any, out: Path) -> None:

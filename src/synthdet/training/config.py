@@ -3,7 +3,8 @@ named recipes that fill it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional
 
 # Named recipes: settings applied under the user's own. ``paper``: the paper's Adam 1e-4, constant.
@@ -58,6 +59,10 @@ class TrainConfig:
     ema_decay: float = 0.0  # 0: no EMA; else the EMA weights are validated, checkpointed and returned
     augment: bool = False  # real-image augmentation (finetune / mixed): crop/zoom, flip, colour
     mosaic_p: float = 0.0  # with augment: probability of a 2 x 2 mosaic
+    tensorboard: bool = True  # log losses, lr, validation AP and sample images to <run>/tensorboard
+    # finetune: at least this many passes over the N real images, i.e. the run lasts
+    # max(iterations, ceil(min_epochs * N / batch_size)) iterations (0 = exactly ``iterations``)
+    min_epochs: float = 0.0
 
     def __post_init__(self) -> None:
         if self.iterations < 0:
@@ -84,6 +89,14 @@ class TrainConfig:
             raise ValueError("warmup_iters must be >= 0, warmup_start in (0, 1], min_lr_ratio in [0, 1]")
         if not 0 <= self.ema_decay < 1 or not 0 <= self.mosaic_p <= 1:
             raise ValueError("ema_decay must be in [0, 1) and mosaic_p in [0, 1]")
+        if self.min_epochs < 0:
+            raise ValueError(f"min_epochs must be >= 0, got {self.min_epochs}")
+
+    def for_dataset(self, num_images: int) -> "TrainConfig":
+        """This config with ``iterations`` raised to ``ceil(min_epochs * num_images / batch_size)``
+        when that is more (the finetuning budget grows with the number of real images)."""
+        need = math.ceil(self.min_epochs * num_images / self.batch_size - 1e-9)
+        return self if need <= self.iterations else replace(self, iterations=need)
 
 
 def train_config(data: Mapping[str, Any] | None = None, where: str = "train", **overrides: Any) -> TrainConfig:

@@ -36,6 +36,7 @@ from .batches import (  # noqa: F401  (re-exported: the loop's public names live
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .optim import ModelEMA, make_optimizer, make_scheduler
+from .tblog import SAMPLE_IMAGES, TBLogger, remove_old_events
 
 logger = logging.getLogger(__name__)
 
@@ -153,6 +154,14 @@ class _Run:
         self.losses: list[dict[str, float]] = []
         self.window: list[dict[str, float]] = []  # losses since the last logged step
         self.last_path, self.best_path = out / "last.pt", out / "best.pt"
+        self.tb = TBLogger(out / "tensorboard", enabled=False)  # opened by open_tensorboard()
+        self.last_batch: Optional[Batch] = None  # the first samples of the current batch, for TensorBoard
+
+    def open_tensorboard(self, resumed: bool) -> None:
+        """Start TensorBoard logging (main process, ``cfg.tensorboard``); a resumed run drops the
+        killed run's events from its step on."""
+        self.tb = TBLogger(self.out / "tensorboard", enabled=self.cfg.tensorboard and self.info.main,
+                           purge_step=self.step if resumed else None)
 
     @property
     def eval_model(self) -> nn.Module:
@@ -199,6 +208,7 @@ class _Run:
             self.out.mkdir(parents=True, exist_ok=True)
             for stale in _OUTPUTS:
                 (self.out / stale).unlink(missing_ok=True)
+            remove_old_events(self.out / "tensorboard")
             write_marker(self.out, self.stage)
         torch.manual_seed(self.cfg.seed + self.info.rank)  # the run's own randomness follows cfg.seed
 
@@ -213,6 +223,9 @@ class _Run:
             if self.losses:
                 entry["loss"] = self.losses[-1]["loss"]
             self.curve.append(entry)
+            self.tb.scalars(self.step, {"ap50": ap}, "val/")
+            if self.last_batch is not None:
+                self.tb.samples(self.step, self.eval_model, *self.last_batch)
             best = self.best_ap
             if best is None or (not math.isnan(ap) and (math.isnan(best) or ap > best)):
                 self.best_ap, self.best_step = ap, self.step
@@ -227,6 +240,8 @@ class _Run:
     def record(self, parts: dict[str, float]) -> Optional[dict[str, float]]:
         """Add one step's losses; every ``log_every`` steps returns their mean (also kept)."""
         self.window.append(parts)
+        self.tb.scalars(self.step, {("total" if k == "loss" else k): v for k, v in parts.items()}, "loss/")
+        self.tb.scalars(self.step, {"lr": self.optimizer.param_groups[0]["lr"]})
         if self.step % self.cfg.log_every and self.step != self.cfg.iterations:
             return None
         mean = {k: float(np.mean([w[k] for w in self.window])) for k in self.window[0]}
@@ -254,7 +269,8 @@ def run_training(
 
     Writes into ``out_dir``: ``config.yaml`` (resolved), ``last.pt`` (every
     ``checkpoint_every`` steps, at validation steps and at the end), and with ``val_fn``:
-    ``best.pt``, ``curve.csv``, ``curve.json``, ``curve.png``; ``losses.csv``. At the end
+    ``best.pt``, ``curve.csv``, ``curve.json``, ``curve.png``; ``losses.csv``; with ``cfg.tensorboard``
+    (the default) ``tensorboard/`` (losses, lr, validation AP, sample images). At the end
     ``model`` holds the result: the best validated weights, else the final ones (the EMA's when
     ``cfg.ema_decay > 0``). ``resume``: continue from ``out_dir/last.pt`` when present (identical
     result to an uninterrupted run).
@@ -263,6 +279,7 @@ def run_training(
     resume_rng = run.resume(trust_checkpoint) if resume and run.last_path.is_file() else None
     if resume_rng is None:
         run.fresh_start()
+    run.open_tensorboard(resumed=resume_rng is not None)
     if run.info.main:
         dump_yaml(run.resolved, run.out / "config.yaml")
     train_net: nn.Module = run.net
@@ -284,6 +301,8 @@ def run_training(
             set_rng_state(resume_rng)
         while run.step < cfg.iterations:
             images, targets = _to_device(next(it), run.device)
+            if run.tb.writer is not None:  # keep only the few samples TensorBoard draws
+                run.last_batch = (images[:SAMPLE_IMAGES], targets[:SAMPLE_IMAGES])
             parts = train_one_step(train_net, images, targets, run.optimizer, run.scaler, run.amp,
                                    cfg.max_grad_norm, run.info, run.step)
             run.scheduler.step()
@@ -304,6 +323,7 @@ def run_training(
     finally:
         if pbar is not None:
             pbar.close()
+        run.tb.close()
     return _finish(run, time.perf_counter() - t0)
 
 

@@ -43,6 +43,15 @@ def _val_fn(
     return fn
 
 
+def _names_entry(class_names: Mapping[int, str] | Sequence[str] | None) -> dict[str, Any]:
+    """``{"class_names": {label: name}}`` for the run's config (checkpoints carry it, so ``synthdet
+    predict`` can name its boxes); empty without names."""
+    if not class_names:
+        return {}
+    items = class_names.items() if isinstance(class_names, Mapping) else enumerate(class_names, 1)
+    return {"class_names": {int(k): str(v) for k, v in items}}
+
+
 def pretrain(
     model: nn.Module,
     dataset: torch.utils.data.Dataset,
@@ -74,20 +83,21 @@ def finetune(
     """Finetune on real images: validation AP@0.5 on ``val_dataset`` every ``cfg.val_every``
     iterations (and at the end); the best checkpoint (``best.pt``) is loaded into ``model``
     and is the result; the curve goes to ``curve.csv`` / ``curve.json`` / ``curve.png``.
+    The run lasts ``cfg.for_dataset(len(train_dataset)).iterations`` (``cfg.min_epochs``).
 
     ``val_fn(model) -> float`` replaces the AP evaluation (e.g. another metric). With neither a
     validation set nor ``val_fn`` the final weights are the result.
     """
     if val_fn is None and val_dataset is not None:
         val_fn = _val_fn(val_dataset, cfg, class_names)
-
+    cfg = cfg.for_dataset(len(train_dataset))
     train_dataset = augmented(train_dataset, cfg)
 
     def batches(start: int, info: DistInfo):
         return batch_iterator(train_dataset, cfg.batch_size, start, cfg.seed, cfg.num_workers, info)
 
     return run_training(model, batches, cfg, out_dir, val_fn=val_fn, resume=resume, stage="finetune",
-                        trust_checkpoint=trust_checkpoint)
+                        extra_config=_names_entry(class_names), trust_checkpoint=trust_checkpoint)
 
 
 def mixed(
@@ -110,7 +120,7 @@ def mixed(
     if val_fn is None and val_dataset is not None:
         val_fn = _val_fn(val_dataset, cfg, class_names)
     extra: dict[str, Any] = {"real_fraction": real_fraction,
-                             "real_per_batch": int(round(cfg.batch_size * real_fraction))}
+                             "real_per_batch": int(round(cfg.batch_size * real_fraction)), **_names_entry(class_names)}
 
     real_dataset = augmented(real_dataset, cfg)
 

@@ -11,8 +11,9 @@ class LazyChoices:
     first time argparse checks a value or prints the choices; ``synthdet --help`` never loads it.
     Use with an explicit ``metavar`` so the usage line does not list (and load) the names."""
 
-    def __init__(self, spec: str) -> None:
+    def __init__(self, spec: str, separator: str | None = None) -> None:
         self.spec = spec
+        self.separator = separator  # if set, "a<sep>b" is a valid value when a and b are
         self._names: list[str] | None = None
 
     def _load(self) -> list[str]:
@@ -22,6 +23,8 @@ class LazyChoices:
         return self._names
 
     def __contains__(self, value: Any) -> bool:
+        if self.separator and isinstance(value, str) and self.separator in value:
+            return all(v.strip() in self._load() for v in value.split(self.separator))
         return value in self._load()
 
     def __iter__(self) -> Iterator[str]:
@@ -32,5 +35,5 @@ class LazyChoices:
 
 
 DETECTORS = LazyChoices("synthdet.models:list_detectors")
-SEGMENTERS = LazyChoices("synthdet.segmentation.base:list_segmenters")
+SEGMENTERS = LazyChoices("synthdet.segmentation.base:list_segmenters", separator=",")  # "a,b": fallback chain
 DATASET_FORMATS = LazyChoices("synthdet.datasets.registry:list_formats")

@@ -86,10 +86,15 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
 
 
 def from_dict(cls: type[T], data: dict[str, Any] | None, where: str = "config") -> T:
-    """Build dataclass ``cls`` from ``data``; unknown keys raise :class:`ConfigError`."""
+    """Build dataclass ``cls`` from ``data``; unknown keys raise :class:`ConfigError` (a key named in
+    the class attribute ``REMOVED_KEYS`` with the message saying what to write instead)."""
     data = dict(data or {})
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    removed = getattr(cls, "REMOVED_KEYS", {})  # {old key: what to write instead}
+    gone = sorted(set(data) & set(removed))
+    if gone:
+        raise ConfigError(f"{where}: '{gone[0]}' {removed[gone[0]]}")
     unknown = sorted(set(data) - set(fields))
     if unknown:
         msgs = []

@@ -72,23 +72,29 @@ def _ellipse_image(rng, size, n, color_bg=None):
     return img, np.array(boxes, np.float32)
 
 
-@pytest.fixture()
-def tiny_data(tmp_path):
+def write_tiny_data(root, objects: int = 6, boxes_per_image: int = 1):
+    """Object images (one yellow ellipse), noise backgrounds and real COCO splits (4 / 2 / 2 images
+    of ``boxes_per_image`` ellipses) under ``root``."""
     rng = np.random.default_rng(0)
-    for i in range(6):
+    for i in range(objects):
         img, _ = _ellipse_image(rng, 48, 0)
         cv2.ellipse(img, (24, 24), (15, 9), 0, 0, 360, (230, 200, 40), -1)
-        write_image(tmp_path / "objects" / f"o{i}.png", img)
-        write_image(tmp_path / "backgrounds" / f"b{i}.jpg", (rng.random((80, 96, 3)) * 255).astype(np.uint8))
+        write_image(root / "objects" / f"o{i}.png", img)
+        write_image(root / "backgrounds" / f"b{i}.jpg", (rng.random((80, 96, 3)) * 255).astype(np.uint8))
     for split, count in (("train", 4), ("val", 2), ("test", 2)):
         recs = []
         for i in range(count):
-            img, boxes = _ellipse_image(rng, 64, 1)
-            p = tmp_path / "real" / split / f"{i}.jpg"
+            img, boxes = _ellipse_image(rng, 64, boxes_per_image)
+            p = root / "real" / split / f"{i}.jpg"
             write_image(p, img)
             recs.append(DetectionRecord(str(p), 64, 64, boxes, np.ones(len(boxes), np.int64), image_id=i + 1))
-        write_coco(tmp_path / "real" / f"{split}.json", recs, {1: "blob"}, image_root=tmp_path / "real")
-    return tmp_path
+        write_coco(root / "real" / f"{split}.json", recs, {1: "blob"}, image_root=root / "real")
+    return root
+
+
+@pytest.fixture()
+def tiny_data(tmp_path):
+    return write_tiny_data(tmp_path)
 
 
 def test_tiny_experiment_end_to_end_resumes_and_reports(tiny_data, tmp_path):

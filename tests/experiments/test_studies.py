@@ -6,15 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synthdet.datasets.coco import write_coco
-from synthdet.datasets.records import DetectionRecord
 from synthdet.experiments import ExperimentRunner, build_report, load_experiment, plan_runs
 from synthdet.experiments.config import experiment_from_dict, synthesis_config
 from synthdet.experiments.report import results_tables
 from synthdet.utils.config import ConfigError
-from synthdet.utils.image import write_image
 
-from test_experiments import _cfg, _ellipse_image
+from test_experiments import _cfg, write_tiny_data
 
 CONFIGS = Path(__file__).parents[2] / "configs"
 
@@ -91,23 +88,7 @@ def test_study_configs_are_the_demo_size_and_budget():
 @pytest.fixture()
 def two_box_data(tmp_path):
     """Objects, backgrounds and real COCO splits whose training images hold 2 boxes each."""
-    import cv2
-
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        img, _ = _ellipse_image(rng, 48, 0)
-        cv2.ellipse(img, (24, 24), (15, 9), 0, 0, 360, (230, 200, 40), -1)
-        write_image(tmp_path / "objects" / f"o{i}.png", img)
-        write_image(tmp_path / "backgrounds" / f"b{i}.jpg", (rng.random((80, 96, 3)) * 255).astype(np.uint8))
-    for split, count in (("train", 4), ("val", 2), ("test", 2)):
-        recs = []
-        for i in range(count):
-            img, boxes = _ellipse_image(rng, 64, 2)
-            p = tmp_path / "real" / split / f"{i}.jpg"
-            write_image(p, img)
-            recs.append(DetectionRecord(str(p), 64, 64, boxes, np.ones(len(boxes), np.int64), image_id=i + 1))
-        write_coco(tmp_path / "real" / f"{split}.json", recs, {1: "blob"}, image_root=tmp_path / "real")
-    return tmp_path
+    return write_tiny_data(tmp_path, objects=4, boxes_per_image=2)
 
 
 def test_tiny_placement_study_end_to_end(two_box_data, tmp_path):

@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from .base import as_rgb, safe_key
+from .grabcut import largest_blob
 
 log = logging.getLogger(__name__)
 
@@ -271,11 +272,7 @@ def seeded_grabcut(rgb: np.ndarray, prior: np.ndarray, lo: float, mid: float, hi
             fg = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.uint8)
         except cv2.error:  # no foreground or background seed, or flat colours: keep the prior
             pass
-    if fg.any():
-        n, lab, stats, _ = cv2.connectedComponentsWithStats(fg, connectivity=8)
-        if n > 2:
-            fg = (lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
-    return fg.astype(np.float32)
+    return largest_blob(fg).astype(np.float32)
 
 
 def _folder_key(path: Path) -> str:

@@ -66,15 +66,24 @@ def grabcut_mask(
                 fg = ((gc == cv2.GC_FGD) | (gc == cv2.GC_PR_FGD)).astype(np.float32)
         except cv2.error:  # degenerate colour statistics (e.g. a flat image): keep the box prior
             fg = prior
-        if largest_component and fg.any():
-            n, lab, stats, _ = cv2.connectedComponentsWithStats(fg.astype(np.uint8), connectivity=8)
-            if n > 2:
-                fg = (lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.float32)
+        if largest_component:
+            fg = largest_blob(fg)
     if smooth > 0:
         fg = cv2.GaussianBlur(fg, (0, 0), smooth)
     if (wh, ww) != (h, w):
         fg = cv2.resize(fg, (w, h), interpolation=cv2.INTER_LINEAR)
     return np.clip(fg, 0.0, 1.0).astype(np.float32)
+
+
+def largest_blob(fg: np.ndarray) -> np.ndarray:
+    """``fg`` (``HxW``, 1 = foreground; values are truncated to uint8) with only its largest
+    8-connected blob kept, in ``fg``'s dtype; unchanged with fewer than two blobs."""
+    if not fg.any():
+        return fg
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(fg.astype(np.uint8), connectivity=8)
+    if n <= 2:
+        return fg
+    return (lab == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(fg.dtype)
 
 
 class GrabCutSegmenter:

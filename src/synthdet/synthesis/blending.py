@@ -12,7 +12,7 @@ import math
 import cv2
 import numpy as np
 
-from .compose import blend
+from .compose import blend, mask_box
 from .config import SynthConfig
 
 
@@ -54,16 +54,15 @@ def poisson_blend(canvas: np.ndarray, obj: np.ndarray, mask: np.ndarray, x0: int
     """In place: Poisson (gradient-domain) cloning of ``obj`` where ``mask > 0.5`` into ``canvas``
     at (x0, y0) with ``cv2.seamlessClone`` (NORMAL_CLONE). The canvas is padded so objects at the
     border clone too. An empty mask changes nothing; a region under 3 px a side is alpha-blended."""
-    binary = (mask > 0.5).astype(np.uint8) * 255
-    cols = np.flatnonzero(binary.any(axis=0))
-    if cols.size == 0:
+    tight = mask_box(mask, 0.5)
+    if tight is None:
         return
-    rows = np.flatnonzero(binary.any(axis=1))
-    bx, by = int(cols[0]), int(rows[0])
-    bw, bh = int(cols[-1]) + 1 - bx, int(rows[-1]) + 1 - by
+    bx, by = tight[0], tight[1]
+    bw, bh = tight[2] - bx, tight[3] - by
     if bw < 3 or bh < 3:  # seamlessClone asserts on regions under 3 px a side: alpha-blend those
         blend(canvas, obj, mask, x0, y0)
         return
+    binary = (mask > 0.5).astype(np.uint8) * 255
     pad = 2
     big = cv2.copyMakeBorder(canvas, pad, pad, pad, pad, cv2.BORDER_REFLECT)
     src = cv2.copyMakeBorder(obj, pad, pad, pad, pad, cv2.BORDER_REPLICATE)

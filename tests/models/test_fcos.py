@@ -102,7 +102,7 @@ def test_checkpoint_reloads_through_every_path(tmp_path, capsys):
     ref = {k: v.clone() for k, v in model.state_dict().items()}
     again = load_detector(res.checkpoint)
     assert again.synthdet_meta == model.synthdet_meta
-    assert again.synthdet_meta["options"] == {"fpn_channels": 64, "head_convs": 2}
+    assert again.synthdet_meta["options"] == {"fpn_channels": 64, "head_convs": 2, "box_activation": "softplus"}
     assert all(torch.equal(again.state_dict()[k], v) for k, v in ref.items())
     direct = build_detector("fcos_efficientnet_lite0", 1, image_size=64, weights=str(res.checkpoint),
                             fpn_channels=64, head_convs=2)
@@ -113,6 +113,40 @@ def test_checkpoint_reloads_through_every_path(tmp_path, capsys):
     assert rc == 0
     rc = main(["eval", "--data", str(train), "--checkpoint", str(tmp_path / "f" / "best.pt"), "--no-progress"])
     assert rc == 0 and "AP50" in capsys.readouterr().out
+
+
+def test_box_outputs_cannot_die_and_old_checkpoints_keep_relu(tmp_path):
+    """softplus box distances: positive with a gradient even where the conv output is very negative
+    (torchvision's ReLU gives 0 and no gradient there, the dead-side failure); a checkpoint written
+    before ``box_activation`` existed reloads with the ReLU it was trained with."""
+    from synthdet.models.fcos import SoftplusConv2d
+    from synthdet.training.checkpoint import load_checkpoint, save_checkpoint
+
+    model = build_detector("fcos_efficientnet_lite0", 1, image_size=64, weights="none", seed=0, fpn_channels=32,
+                           head_convs=1)
+    relu = build_detector("fcos_efficientnet_lite0", 1, image_size=64, weights="none", seed=0, fpn_channels=32,
+                          head_convs=1, box_activation="relu")
+    assert isinstance(model.head.regression_head.bbox_reg, SoftplusConv2d)
+    assert type(relu.head.regression_head.bbox_reg) is torch.nn.Conv2d
+    assert relu.state_dict().keys() == model.state_dict().keys()
+    images, targets = _toy_set(2, 64)
+    grads = []
+    for net in (model, relu):
+        conv = net.head.regression_head.bbox_reg
+        with torch.no_grad():
+            conv.bias[0] = -20.0  # what one large step can do to one side's output
+        net.train()
+        net(images, targets)["bbox_regression"].backward()
+        grads.append(conv.bias.grad[0].abs().item())
+    assert grads[0] > 0 and grads[1] == 0  # softplus keeps learning that side; ReLU never will
+    path = save_checkpoint(tmp_path / "old.pt", {"model": relu.state_dict(), "detector": {
+        **relu.synthdet_meta, "options": {"fpn_channels": 32, "head_convs": 1}}})  # as written before the option
+    assert "box_activation" not in load_checkpoint(path)["detector"]["options"]
+    old = load_detector(path)
+    assert type(old.head.regression_head.bbox_reg) is torch.nn.Conv2d
+    assert old.synthdet_meta["options"]["box_activation"] == "relu"
+    with pytest.raises(ValueError, match="box_activation"):
+        build_detector("fcos_efficientnet_lite0", 1, image_size=64, weights="none", box_activation="exp")
 
 
 def _coco_split(tmp_path, images, targets):

@@ -47,11 +47,15 @@ _POSTPROCESS = {"score_thresh": 0.01, "nms_thresh": 0.45, "detections_per_img": 
 
 DetectorBuilder = Callable[..., nn.Module]
 _REGISTRY: dict[str, DetectorBuilder] = {}
+# Per detector: builder options whose default changed, with the value that checkpoints written
+# before the option existed were built with (read by load_detector when a checkpoint lacks it).
+_LEGACY_OPTIONS: dict[str, dict[str, Any]] = {}
 
 
-def _register(name: str) -> Callable[[DetectorBuilder], DetectorBuilder]:
+def _register(name: str, legacy: dict[str, Any] | None = None) -> Callable[[DetectorBuilder], DetectorBuilder]:
     def wrap(fn: DetectorBuilder) -> DetectorBuilder:
         _REGISTRY[name] = fn
+        _LEGACY_OPTIONS[name] = dict(legacy or {})
         return fn
 
     return wrap
@@ -131,8 +135,9 @@ def load_detector(path: str | Path, trust: bool = False, image_size: int | None 
         raise ValueError(f"{path}: the checkpoint does not say which detector it holds "
                          f"({meta.get('name') if isinstance(meta, dict) else 'no detector entry'}); "
                          "build it with build_detector(..., weights=PATH) or pass --detector")
+    options = {**_LEGACY_OPTIONS[meta["name"]], **dict(meta.get("options") or {})}
     model = build_detector(meta["name"], int(meta["num_classes"]), int(image_size or meta["image_size"]),
-                           weights="none", **dict(meta.get("options") or {}))
+                           weights="none", **options)
     _load_state(model, ck["model"], Path(path))
     return model
 

@@ -13,6 +13,10 @@ thousands. Built from torchvision parts:
   (40 / 112 / 320 channels) plus P6, P7 (:class:`LastLevelP6P7`);
 - head: torchvision's :class:`FCOSHead`: GroupNorm convolutions, focal loss, GIoU box loss,
   centerness, and the prior-probability bias (``-log((1 - 0.01) / 0.01)``) on the classifier.
+  The four box distances go through softplus instead of torchvision's ReLU (``box_activation``):
+  with ReLU, one large early update can push one distance's output below zero everywhere, its
+  gradient is then zero for good and that side of every box stays at 0 (seen in 1 of 12
+  pretrainings of the segmenter study: test AP 4.3; README, "Segmentation").
 
 Inputs follow the detector contract of :mod:`synthdet.models.detectors`; images are resized so
 their longer side is ``image_size`` (square inputs: exactly ``image_size``).
@@ -81,11 +85,27 @@ class LiteFPNBackbone(nn.Module):
         return self.fpn(feats)
 
 
+class SoftplusConv2d(nn.Conv2d):
+    """A convolution whose output goes through softplus. As FCOS's ``bbox_reg`` (which torchvision
+    follows with a ReLU) the distances stay positive, ``relu(softplus(x)) == softplus(x)``, and
+    every output keeps a gradient (``sigmoid(x) > 0``), so no box side can die."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return nn.functional.softplus(self._conv_forward(x, self.weight, self.bias))
+
+
+def _softplus_box_outputs(head: FCOSHead) -> None:
+    old = head.regression_head.bbox_reg
+    new = SoftplusConv2d(old.in_channels, old.out_channels, old.kernel_size, old.stride, old.padding)
+    new.load_state_dict(old.state_dict())  # same parameter names: checkpoints keep their layout
+    head.regression_head.bbox_reg = new
+
+
 class _FCOS(NoBackgroundMixin, FCOS):
     """torchvision FCOS whose class 0 (background, never a target) is never predicted."""
 
 
-@_register("fcos_efficientnet_lite0")
+@_register("fcos_efficientnet_lite0", legacy={"box_activation": "relu"})
 def fcos_efficientnet_lite0(
     num_classes: int,
     image_size: int = 320,
@@ -94,6 +114,7 @@ def fcos_efficientnet_lite0(
     fpn_channels: int = 128,
     head_convs: int = 3,
     frozen_blocks: int = 5,
+    box_activation: str = "softplus",
 ) -> FCOS:
     """FCOS (anchor-free, focal loss, GroupNorm head) over EfficientNet-Lite0 + FPN P3-P7.
 
@@ -101,9 +122,13 @@ def fcos_efficientnet_lite0(
     head; ``frozen_blocks``: how many of Lite0's 16 blocks (after the stem) keep their ImageNet
     weights fixed. ``head_init="xavier"`` re-initialises the head's conv weights (Xavier) but
     keeps the classifier's prior-probability bias; ``"default"`` keeps FCOS's N(0, 0.01).
+    ``box_activation``: ``"softplus"`` (no dead outputs, see the module docstring) or torchvision's
+    ``"relu"`` (what checkpoints written before this option were built with).
     """
     if fpn_channels % 32:
         raise ValueError(f"fpn_channels must be a multiple of 32 (GroupNorm), got {fpn_channels}")
+    if box_activation not in ("softplus", "relu"):
+        raise ValueError(f"box_activation must be 'softplus' or 'relu', got {box_activation!r}")
     backbone = LiteFPNBackbone(efficientnet_lite0(imagenet), fpn_channels, frozen_blocks)
     anchors = AnchorGenerator(tuple((s,) for s in STRIDES), ((1.0,),) * len(STRIDES))
     head = FCOSHead(fpn_channels, 1, num_classes + 1, num_convs=head_convs)
@@ -114,10 +139,13 @@ def fcos_efficientnet_lite0(
             for n, p in head.named_parameters():
                 if n in biases:
                     p.copy_(biases[n])
+    if box_activation == "softplus":
+        _softplus_box_outputs(head)
     post = {k: _POSTPROCESS[k] for k in ("detections_per_img", "topk_candidates")}
     # Lite models were trained on (x - 127) / 128, i.e. mean 0.5, std 0.5 on [0, 1] input.
     model = _FCOS(backbone, num_classes + 1, min_size=image_size, max_size=image_size, image_mean=[0.5] * 3,
                   image_std=[0.5] * 3, anchor_generator=anchors, head=head, score_thresh=0.01, nms_thresh=0.5,
                   **post)
+    model.synthdet_build = {"box_activation": box_activation}  # type: ignore[assignment]
     # channels-last convolutions: 15 % faster training steps on this CPU (192 px, batch 16)
     return model.to(memory_format=torch.channels_last)

@@ -4,7 +4,8 @@ Scores the centred-ellipse baseline, ``none``, ``grabcut``, ``cosegment`` (fitte
 images first; fitting time reported) and (with ``--redo-checkpoint``) ``redo`` on images whose
 true masks share their file stem, each also under the mask quality gates (``--gates``, default
 the defaults of ``MaskGates``): how many masks they reject and the mean IoU of those they let
-through. Prints a Markdown table.
+through. Prints two Markdown tables: mask quality, and the quality of the labels the masks give
+(pixel precision / recall, IoU of each mask's tight box with the true mask's box).
 
     python bench/segmentation.py --images ROOT/birds/classification/images \
         --true-masks ROOT/birds/classification/true_masks [--redo-checkpoint /tmp/redo_birds] [--limit N]
@@ -126,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['rejected']} | " + ("-" if r["rejected"] == r["images"] else f"{r['iou_accepted']:.3f}")
         print(f"| {r['segmenter']} | {r['iou']:.3f} | {r['accuracy']:.3f} | {r['ms_per_image']:.1f} "
               f"| {r['fit_seconds']:.1f} | {gated} |")
+    print("\n| segmenter | pixel precision | pixel recall | tight-box IoU with the true box | box IoU >= 0.5 |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['segmenter']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['box_iou']:.3f} "
+              f"| {100 * r['box_iou_50']:.0f} % |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     return 0

@@ -23,6 +23,7 @@ import time
 import torch
 
 from synthdet.models import build_detector
+from synthdet.utils.config import parse_key_value
 from synthdet.training import TrainConfig, run_training
 from synthdet.utils.device import resolve_device
 
@@ -107,12 +108,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave torch's default)")
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                    help="a detector builder option, e.g. --option fpn_channels=64 (repeatable)")
     args = ap.parse_args()
+    options = dict(parse_key_value(kv) for kv in args.option)
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     torch.manual_seed(0)
-    base = build_detector(args.detector, 2, args.size, weights="none")
+    base = build_detector(args.detector, 2, args.size, weights="none", **options)
     images, targets = make_batch(args.batch, args.size, 2)
     # warm-up (kernel/primitive creation) outside the timing
     bare_loop(copy.deepcopy(base), images, targets, 2, 1e-4, device)
@@ -130,7 +134,7 @@ def main() -> None:
     b, o = statistics.median(bare), statistics.median(ours)
     overhead = (o - b) / b * 100
     dev = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x{torch.get_num_threads()} threads"
-    print(f"{args.detector} {args.size}px batch {args.batch} on {dev}")
+    print(f"{args.detector} {options or ''} {args.size}px batch {args.batch} on {dev}")
     print(f"bare torchvision loop: {1 / b:.3f} it/s ({args.batch / b:.1f} samples/s)")
     print(f"synthdet run_training: {1 / o:.3f} it/s ({args.batch / o:.1f} samples/s consumed)")
     print(f"overhead: {overhead:+.2f} % (target < 5 %) -> {'OK' if overhead < 5 else 'OVER'}")

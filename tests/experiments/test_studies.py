@@ -73,16 +73,40 @@ def test_paper_configs_use_the_authors_per_class_settings(name, preset):
     assert (cfg.num_objects, cfg.box_side, cfg.box_aspect) == (row["num_objects"], row["box_side"], row["box_aspect"])
 
 
-def test_study_configs_are_the_demo_size_and_budget():
+def test_study_configs_keep_the_setting_their_readme_numbers_were_measured_with():
+    """The studies' README tables were measured at 160 px with the ReLU box head: the configs pin
+    both, so `synthdet experiment configs/study_*.yaml` reproduces them; the demo's detector and batch."""
     from synthdet.experiments.demo import demo_config
 
     demo = demo_config()
-    for name, kind in (("study_blending", "blending"), ("study_placement", "placement")):
+    for name, kind in (("study_blending", "blending"), ("study_placement", "placement"),
+                       ("study_segmenters", "segmentation")):
         cfg = load_experiment(CONFIGS / f"{name}.yaml")
-        assert cfg.study.kind == kind and cfg.study.real_size == 10 and len(cfg.study.variants) >= 4
-        assert (cfg.image_size, cfg.detectors) == (demo.image_size, demo.detectors)
-        assert cfg.synthesis["canvas_size"] == demo.synthesis["canvas_size"]
+        assert cfg.study.kind == kind and cfg.study.real_size == 10
+        assert len(cfg.study.variants) >= 4 or kind == "segmentation"
+        assert cfg.detectors == demo.detectors and cfg.image_size == cfg.synthesis["canvas_size"] == 160
+        assert cfg.detector_options == {demo.detectors[0]: {"box_activation": "relu"}}
         assert cfg.pretrain["batch_size"] == cfg.finetune["batch_size"] == demo.pretrain["batch_size"]
+
+
+def test_detector_options_reach_the_model_and_typos_fail_on_load(tmp_path):
+    from synthdet.experiments.demo import demo_config
+
+    from types import SimpleNamespace
+
+    cfg = load_experiment(CONFIGS / "study_segmenters.yaml")
+    runner = ExperimentRunner(cfg, tmp_path)
+    runner._data = SimpleNamespace(class_names=["bird"])  # no benchmark needed to build the model
+    assert runner.build_model(cfg.detectors[0], "none").synthdet_meta["options"]["box_activation"] == "relu"
+    demo = ExperimentRunner(demo_config(), tmp_path / "d")
+    demo._data = runner._data
+    assert demo.build_model(cfg.detectors[0], "none").synthdet_meta["options"] == {
+        "fpn_channels": 64, "box_activation": "softplus"}
+    raw = {"detectors": ["fcos_efficientnet_lite0"], "detector_options": {"fcos_efficientnet_lite0": {"fpn_chanels": 64}}}
+    with pytest.raises(ConfigError, match="fpn_chanels"):
+        experiment_from_dict(raw)
+    with pytest.raises(ValueError, match="not in detectors"):
+        experiment_from_dict({**raw, "detector_options": {"ssd_mobilenet": {}}})
 
 
 @pytest.fixture()

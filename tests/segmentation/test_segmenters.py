@@ -7,7 +7,7 @@ import pytest
 
 from synthdet.segmentation import MaskCache, Segmenter, get_segmenter, list_segmenters
 from synthdet.segmentation.grabcut import grabcut_mask
-from synthdet.segmentation.metrics import evaluate_segmenter, mask_iou, pixel_accuracy
+from synthdet.segmentation.metrics import evaluate_segmenter, label_quality, mask_iou, pixel_accuracy
 from synthdet.segmentation.redo import RedoConfig, fit_redo
 from synthdet.utils.image import BadImageError, read_image, write_image
 
@@ -176,11 +176,22 @@ def test_metrics_and_evaluate(image_dir, tmp_path):
     t = np.array([[1, 0], [0, 0]], np.float32)
     assert mask_iou(p, t) == 0.5 and pixel_accuracy(p, t) == 0.75
     assert mask_iou(np.zeros((2, 2)), np.zeros((2, 2))) == 1.0
+    # a 4x2 object; the mask covers its left 2x2 half plus one stray pixel 2 columns away
+    true = np.zeros((6, 8), np.float32)
+    true[1:3, 1:5] = 1
+    pred = np.zeros_like(true)
+    pred[1:3, 1:3] = 1
+    pred[4, 6] = 1
+    precision, recall, box = label_quality(pred, true)
+    assert precision == 4 / 5 and recall == 4 / 8
+    assert box == pytest.approx(8 / (4 * 6 + 8 - 8))  # tight boxes [1,1,7,5] and [1,1,5,3]: 8 / 24
+    assert label_quality(np.zeros_like(true), true) == (0.0, 0.0, 0.0)
     true_dir = tmp_path / "true"
     for f in sorted(image_dir.iterdir())[:4]:
         write_image(true_dir / f"{f.stem}.png", np.full((8, 8), 255, np.uint8))
     r = evaluate_segmenter(get_segmenter("none"), image_dir, true_dir, progress=False)
     assert r["images"] == 4 and r["iou"] == 1.0 and r["accuracy"] == 1.0 and r["ms_per_image"] >= 0
+    assert r["precision"] == r["recall"] == r["box_iou"] == r["box_iou_50"] == 1.0
 
 
 def test_cli_apply_and_eval(image_dir, tmp_path, capsys):

@@ -160,6 +160,8 @@ class ExperimentConfig:
     segmenter: SegmenterSpec = SegmenterSpec()
     synthesis: dict = field(default_factory=dict)
     detectors: tuple[str, ...] = ("ssd_mobilenet",)
+    # per detector name: extra arguments of its builder, e.g. {fcos_efficientnet_lite0: {fpn_channels: 64}}
+    detector_options: dict = field(default_factory=dict)
     image_size: int = 300
     weights: str = "imagenet"
     pretrain: dict = field(default_factory=dict)
@@ -171,6 +173,10 @@ class ExperimentConfig:
     def __post_init__(self) -> None:
         if not self.detectors:
             raise ValueError("detectors must list at least one detector")
+        stray = sorted(set(self.detector_options) - set(self.detectors))
+        if stray or not all(isinstance(v, dict) for v in self.detector_options.values()):
+            raise ValueError("detector_options maps names listed in detectors to {option: value} mappings"
+                             + (f"; not in detectors: {stray}" if stray else ""))
         if self.image_size < 32:
             raise ValueError(f"image_size must be at least 32 px, got {self.image_size}")
         if self.eval_batch_size < 1:
@@ -187,6 +193,21 @@ def _check_stage_settings(cfg: ExperimentConfig) -> None:
         synthesis_config(cfg, name)
     train_config(cfg.pretrain, where="pretrain")
     train_config(cfg.finetune, where="finetune")
+    for name, options in cfg.detector_options.items():
+        _check_detector_options(name, options)
+
+
+def _check_detector_options(name: str, options: dict) -> None:
+    """A typo in ``detector_options`` fails when the file is loaded, not after pretraining."""
+    from ..models import builder_options
+
+    try:
+        known = builder_options(name)
+    except ValueError as e:
+        raise ConfigError(f"detector_options: {e}") from None
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise ConfigError(f"detector_options.{name}: unknown option(s) {unknown}; known: {known}")
 
 
 def synthesis_config(cfg: ExperimentConfig, variant: str = "default"):

@@ -40,7 +40,7 @@ def demo_config(quick: bool = False, data_root: Optional[str] = None, device: st
     if quick:
         size, pre_it, ft_it, epochs, sizes, batch = 128, 200, 40, 0, (0, 10, -1), 8
     else:  # finetuning: 125 iterations, and at least 12 passes over the real images (225 at 300)
-        size, pre_it, ft_it, epochs, sizes, batch = 160, 500, 125, 12, ((0, 10, 50, -1) if repeats == 1 else (0, 10, 50)), 16
+        size, pre_it, ft_it, epochs, sizes, batch = 192, 500, 125, 12, ((0, 10, 50, -1) if repeats == 1 else (0, 10, 50)), 16
     if repeats < 1 or (quick and repeats > 1):
         raise ValueError(f"repeats must be >= 1 (and 1 with quick), got {repeats}")
     return ExperimentConfig(
@@ -51,6 +51,8 @@ def demo_config(quick: bool = False, data_root: Optional[str] = None, device: st
         # generic geometry, not fitted to the real boxes: 1-4 objects, sides 10-70 % of the canvas
         synthesis={"canvas_size": size, "num_objects": [1, 4], "box_side": [0.1, 0.7]},
         detectors=(DEMO_DETECTOR,),
+        # a 64-channel FPN and head: at 192 px as fast per step as 128 channels at 160 px, and better
+        detector_options={DEMO_DETECTOR: {"fpn_channels": 64}},
         image_size=size,
         weights="imagenet",
         pretrain={"recipe": "short", "iterations": pre_it, "batch_size": batch},

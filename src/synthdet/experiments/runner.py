@@ -225,14 +225,14 @@ class ExperimentRunner:
 
     # ----------------------------------------------------------------------------- training
     def build_model(self, detector: str, weights: str, seed: int = 0):
-        """The detector of a run: rebuilt from a checkpoint path as saved, else built by name with
-        its random initialisation a function of ``seed``."""
+        """The detector of a run: rebuilt from a checkpoint path as saved, else built by name (with
+        its ``detector_options``) with its random initialisation a function of ``seed``."""
         from ..models import build_detector, load_detector
 
         if weights not in ("imagenet", "none"):
             return load_detector(weights, image_size=self.cfg.image_size)
         return build_detector(detector, num_classes=len(self.data.class_names), image_size=self.cfg.image_size,
-                              weights=weights, seed=seed)
+                              weights=weights, seed=seed, **self.cfg.detector_options.get(detector, {}))
 
     def pretrain(self, spec: PretrainSpec) -> Path:
         """Pretrain (or resume, or reuse) and return the final checkpoint path."""

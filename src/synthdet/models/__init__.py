@@ -2,6 +2,7 @@
 
 from .detectors import (
     build_detector,
+    builder_options,
     efficientnet_lite0,
     efficientnet_lite0_weights_path,
     list_detectors,
@@ -11,6 +12,7 @@ from .detectors import (
 
 __all__ = [
     "build_detector",
+    "builder_options",
     "efficientnet_lite0",
     "efficientnet_lite0_weights_path",
     "list_detectors",

@@ -13,6 +13,7 @@ be obtained, Xavier/Glorot for the detection heads and the extra feature layers.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import warnings
 from pathlib import Path
@@ -64,6 +65,13 @@ def _register(name: str, legacy: dict[str, Any] | None = None) -> Callable[[Dete
 def list_detectors() -> list[str]:
     """Registered detector names."""
     return sorted(_REGISTRY)
+
+
+def builder_options(name: str) -> list[str]:
+    """The extra keyword options detector ``name``'s builder accepts (``fpn_channels``, ...)."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown detector {name!r}; choose from {list_detectors()}")
+    return sorted(set(inspect.signature(_REGISTRY[name]).parameters) - {"num_classes", "image_size", "imagenet"})
 
 
 def build_detector(

@@ -1,4 +1,5 @@
-"""Mask quality against true masks: foreground IoU and pixel accuracy, plus timing."""
+"""Mask quality against true masks: foreground IoU and pixel accuracy, the quality of the label a
+mask gives (pixel precision / recall, IoU of its tight box with the true mask's), plus timing."""
 
 from __future__ import annotations
 
@@ -33,6 +34,26 @@ def pixel_accuracy(pred: np.ndarray, true: np.ndarray, threshold: float = 0.5) -
     return float(((pred >= threshold) == (true >= threshold)).mean())
 
 
+def label_quality(pred: np.ndarray, true: np.ndarray, threshold: float = 0.5) -> tuple[float, float, float]:
+    """``(precision, recall, box_iou)`` of a predicted mask as a synthetic label: the share of its
+    foreground on the object, the share of the object it covers, and the IoU of its tight box
+    (what synthesis labels a pasted object with) with the true mask's tight box. An empty mask
+    scores precision 0 (1 when the true mask is empty too), box IoU 0 unless both are empty."""
+    from ..synthesis.compose import mask_box
+
+    p, t = pred >= threshold, true >= threshold
+    inter = float(np.logical_and(p, t).sum())
+    precision = inter / p.sum() if p.any() else float(not t.any())
+    recall = inter / t.sum() if t.any() else 1.0
+    bp, bt = mask_box(p.astype(np.uint8)), mask_box(t.astype(np.uint8))
+    if bp is None or bt is None:
+        return float(precision), float(recall), float(bp is None and bt is None)
+    iw = max(0, min(bp[2], bt[2]) - max(bp[0], bt[0]))
+    ih = max(0, min(bp[3], bt[3]) - max(bp[1], bt[1]))
+    area = lambda b: (b[2] - b[0]) * (b[3] - b[1])  # noqa: E731
+    return float(precision), float(recall), iw * ih / float(area(bp) + area(bt) - iw * ih)
+
+
 def paired_files(images_dir: str | os.PathLike, true_masks_dir: str | os.PathLike) -> list[tuple[Path, Path]]:
     """``(image, true mask)`` pairs matched by path relative to each folder without the suffix
     (``cat/001.jpg`` <-> ``cat/001.png``); an image whose file stem is unique also matches a mask
@@ -59,9 +80,10 @@ def evaluate_segmenter(segmenter: Segmenter, images_dir: str | os.PathLike, true
     """Score ``segmenter`` on image/true-mask pairs (same stems).
 
     A segmenter that fits to the images (``cosegment``) is first fitted on the scored images.
-    Returns ``{"segmenter", "images", "skipped", "iou", "accuracy", "ms_per_image", "fit_seconds"}``:
-    IoU and accuracy are means over images, foreground at ``threshold``; time covers ``segment``
-    only. With ``gates`` (or a gated chain), also ``"rejected"`` (masks no segmenter passed),
+    Returns ``{"segmenter", "images", "skipped", "iou", "accuracy", "precision", "recall",
+    "box_iou", "box_iou_50", "ms_per_image", "fit_seconds"}``: means over images, foreground at
+    ``threshold`` (:func:`label_quality`; ``box_iou_50``: share of images whose tight box has IoU
+    >= 0.5 with the true one); time covers ``segment`` only. With ``gates`` (or a gated chain), also ``"rejected"`` (masks no segmenter passed),
     ``"iou_accepted"`` (mean IoU of the masks let through) and ``"iou_all"``, where a rejected
     image scores its first member's mask; ``"iou"`` is then ``"iou_all"``.
     """
@@ -74,7 +96,7 @@ def evaluate_segmenter(segmenter: Segmenter, images_dir: str | os.PathLike, true
     if gates is not None and not isinstance(segmenter, GatedSegmenter):
         segmenter = GatedSegmenter([segmenter], gates)
     gated = isinstance(segmenter, GatedSegmenter)
-    ious, accs, accepted, seconds, skipped = [], [], [], 0.0, 0
+    ious, accs, labels, accepted, seconds, skipped = [], [], [], [], 0.0, 0
     for i in tqdm(range(0, len(pairs), batch_size), desc=f"eval {segmenter.name}", disable=not progress):
         images, trues, paths = [], [], []
         for ip, mp in pairs[i : i + batch_size]:
@@ -98,11 +120,14 @@ def evaluate_segmenter(segmenter: Segmenter, images_dir: str | os.PathLike, true
                 true = cv2.resize(true, pred.shape[::-1], interpolation=cv2.INTER_NEAREST)
             ious.append(mask_iou(pred, true, threshold))
             accs.append(pixel_accuracy(pred, true, threshold))
+            labels.append(label_quality(pred, true, threshold))
             accepted.append(ok)
     n = len(ious)
     mean = lambda v: float(np.mean(v)) if len(v) else float("nan")  # noqa: E731
+    prec, rec, box = (list(v) for v in zip(*labels)) if labels else ([], [], [])
     row = {"segmenter": segmenter.name, "images": n, "skipped": skipped, "iou": mean(ious),
-           "accuracy": mean(accs), "ms_per_image": 1000.0 * seconds / n if n else float("nan"),
+           "accuracy": mean(accs), "precision": mean(prec), "recall": mean(rec), "box_iou": mean(box),
+           "box_iou_50": mean([b >= 0.5 for b in box]), "ms_per_image": 1000.0 * seconds / n if n else float("nan"),
            "fit_seconds": fit_seconds}
     if gated:
         row.update(rejected=int(n - sum(accepted)), iou_all=mean(ious),

@@ -102,7 +102,8 @@ def test_detector_options_reach_the_model_and_typos_fail_on_load(tmp_path):
     demo._data = runner._data
     assert demo.build_model(cfg.detectors[0], "none").synthdet_meta["options"] == {
         "fpn_channels": 64, "box_activation": "softplus"}
-    raw = {"detectors": ["fcos_efficientnet_lite0"], "detector_options": {"fcos_efficientnet_lite0": {"fpn_chanels": 64}}}
+    raw = {"detectors": ["fcos_efficientnet_lite0"],
+           "detector_options": {"fcos_efficientnet_lite0": {"fpn_chanels": 64}}}
     with pytest.raises(ConfigError, match="fpn_chanels"):
         experiment_from_dict(raw)
     with pytest.raises(ValueError, match="not in detectors"):

@@ -16,7 +16,7 @@ thousands. Built from torchvision parts:
   The four box distances go through softplus instead of torchvision's ReLU (``box_activation``):
   with ReLU, one large early update can push one distance's output below zero everywhere, its
   gradient is then zero for good and that side of every box stays at 0 (seen in 1 of 12
-  pretrainings of the segmenter study: test AP 4.3; README, "Segmentation").
+  pretrainings of the segmenter study: 2.5 test AP; README, "Detectors").
 
 Inputs follow the detector contract of :mod:`synthdet.models.detectors`; images are resized so
 their longer side is ``image_size`` (square inputs: exactly ``image_size``).

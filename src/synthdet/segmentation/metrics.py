@@ -83,7 +83,8 @@ def evaluate_segmenter(segmenter: Segmenter, images_dir: str | os.PathLike, true
     Returns ``{"segmenter", "images", "skipped", "iou", "accuracy", "precision", "recall",
     "box_iou", "box_iou_50", "ms_per_image", "fit_seconds"}``: means over images, foreground at
     ``threshold`` (:func:`label_quality`; ``box_iou_50``: share of images whose tight box has IoU
-    >= 0.5 with the true one); time covers ``segment`` only. With ``gates`` (or a gated chain), also ``"rejected"`` (masks no segmenter passed),
+    >= 0.5 with the true one); time covers ``segment`` only. With ``gates`` (or a gated chain),
+    also ``"rejected"`` (masks no segmenter passed),
     ``"iou_accepted"`` (mean IoU of the masks let through) and ``"iou_all"``, where a rejected
     image scores its first member's mask; ``"iou"`` is then ``"iou_all"``.
     """

@@ -39,6 +39,7 @@ def label_quality(pred: np.ndarray, true: np.ndarray, threshold: float = 0.5) ->
     foreground on the object, the share of the object it covers, and the IoU of its tight box
     (what synthesis labels a pasted object with) with the true mask's tight box. An empty mask
     scores precision 0 (1 when the true mask is empty too), box IoU 0 unless both are empty."""
+    from ..evaluation.ap import box_iou
     from ..synthesis.compose import mask_box
 
     p, t = pred >= threshold, true >= threshold
@@ -48,10 +49,7 @@ def label_quality(pred: np.ndarray, true: np.ndarray, threshold: float = 0.5) ->
     bp, bt = mask_box(p.astype(np.uint8)), mask_box(t.astype(np.uint8))
     if bp is None or bt is None:
         return float(precision), float(recall), float(bp is None and bt is None)
-    iw = max(0, min(bp[2], bt[2]) - max(bp[0], bt[0]))
-    ih = max(0, min(bp[3], bt[3]) - max(bp[1], bt[1]))
-    area = lambda b: (b[2] - b[0]) * (b[3] - b[1])  # noqa: E731
-    return float(precision), float(recall), iw * ih / float(area(bp) + area(bt) - iw * ih)
+    return float(precision), float(recall), float(box_iou(np.array(bp), np.array(bt))[0, 0])
 
 
 def paired_files(images_dir: str | os.PathLike, true_masks_dir: str | os.PathLike) -> list[tuple[Path, Path]]:

@@ -1,0 +1,58 @@
+"""``bench/predict_export.py``: predict AP on a COCO split, exported files compared with PyTorch."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthdet.models import build_detector
+from synthdet.training.checkpoint import save_checkpoint
+from synthdet.utils.image import write_image
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "predict_export.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("bench_predict_export", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _dets(*boxes):
+    return {"boxes": np.array(boxes, np.float32).reshape(-1, 4)}
+
+
+def test_largest_difference_is_nan_when_counts_differ(bench):
+    ref = [_dets([0, 0, 10, 10]), _dets()]
+    assert bench.largest_difference([_dets([0, 0.5, 10, 10]), _dets()], ref) == 0.5
+    assert np.isnan(bench.largest_difference([_dets(), _dets()], ref))
+    assert bench.largest_difference([_dets(), _dets()], [_dets(), _dets()]) == 0.0
+
+
+def test_main_reports_ap_and_an_identical_torchscript_export(bench, tmp_path, capsys):
+    model = build_detector("fcos_efficientnet_lite0", 1, image_size=64, weights="none", seed=0, fpn_channels=32,
+                           head_convs=1)
+    ck = tmp_path / "tiny.pt"
+    save_checkpoint(ck, {"model": model.state_dict(), "detector": model.synthdet_meta})
+    rng = np.random.default_rng(0)
+    images, annotations = [], []
+    for i in range(3):
+        write_image(tmp_path / f"im{i}.png", rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+        images.append({"id": i + 1, "file_name": f"im{i}.png", "width": 64, "height": 48})
+        annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [8, 8, 20, 16], "area": 320,
+                            "iscrowd": 0})
+    data = tmp_path / "test.json"
+    data.write_text(json.dumps({"images": images, "annotations": annotations,
+                                "categories": [{"id": 1, "name": "bird"}]}))
+    assert bench.main([str(ck), "--data", str(data), "--count", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "on 3 images" in out and "AP@0.5" in out
+    line = next(x for x in out.splitlines() if x.startswith("torchscript:"))
+    assert "on 2 images" in line and line.endswith("largest box difference 0 px")
+    assert int(line.split("(PyTorch ")[1].split(")")[0]) > 0  # compared on real detections, not on none

@@ -166,3 +166,16 @@ def test_demo_config_file_matches_the_demo():
 
     path = Path(__file__).parents[2] / "configs" / "birds_demo.yaml"
     assert load_experiment(path) == demo_config()
+
+
+def test_demo_repeats_are_the_demo_with_more_seeds():
+    """``synthdet demo --repeats R`` may reuse the demo's folder: only the number of repeats differs."""
+    import dataclasses
+
+    from synthdet.experiments.demo import demo_config
+    from synthdet.experiments.runner import settings_hash
+
+    one, three = demo_config(), demo_config(repeats=3)
+    assert three.study.repeats == 3 and three.study.real_sizes == one.study.real_sizes == (0, 10, 50, -1)
+    assert dataclasses.replace(three, study=one.study) == one
+    assert settings_hash(three) == settings_hash(one)

@@ -57,8 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="a first look in a few minutes")
     p.add_argument("--out", help="output folder (default runs/demo, runs/demo-quick or runs/demo-<R>x)")
     p.add_argument("--repeats", type=int, default=1,
-                   help="R > 1: the demo's settings R times with seeds 0..R-1 at 0, 10 and 50 real images "
-                        "(mean +- std; about 12 min per repeat on 2 CPU cores)")
+                   help="R > 1: the demo R times with seeds 0..R-1 (mean +- std; about 17 min per repeat on "
+                        "2 CPU cores; with --out runs/demo after a demo, seed 0 is reused)")
     p.add_argument("--data-root", help="where the birds benchmark is built (default $SYNTHDET_HOME)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_demo)

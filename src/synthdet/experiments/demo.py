@@ -34,13 +34,13 @@ def demo_config(quick: bool = False, data_root: Optional[str] = None, device: st
 
     Both variants train with the same ``short`` recipe (AdamW, warmup + cosine, EMA, real-image
     augmentation, validation of the starting weights) and the same finetuning budget; the
-    pretrained one has had the synthetic pretraining before. ``repeats > 1``: the full settings
-    at 0, 10 and 50 real images, repeated with seeds 0..repeats-1 (repeat 0 is the demo's run).
+    pretrained one has had the synthetic pretraining before. ``repeats > 1``: the whole demo
+    repeated with seeds 0..repeats-1 (repeat 0 is the demo's run).
     """
     if quick:
         size, pre_it, ft_it, epochs, sizes, batch = 128, 200, 40, 0, (0, 10, -1), 8
     else:  # finetuning: 125 iterations, and at least 12 passes over the real images (225 at 300)
-        size, pre_it, ft_it, epochs, sizes, batch = 192, 500, 125, 12, ((0, 10, 50, -1) if repeats == 1 else (0, 10, 50)), 16
+        size, pre_it, ft_it, epochs, sizes, batch = 192, 500, 125, 12, (0, 10, 50, -1), 16
     if repeats < 1 or (quick and repeats > 1):
         raise ValueError(f"repeats must be >= 1 (and 1 with quick), got {repeats}")
     return ExperimentConfig(

@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "errors.py"
-
 
 @pytest.fixture(scope="module")
-def errors():
-    spec = importlib.util.spec_from_file_location("bench_errors", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.errors
+def errors(bench_script):
+    return bench_script("errors").errors
 
 
 def _det(boxes, scores):

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,15 +11,10 @@ from synthdet.models import build_detector
 from synthdet.training.checkpoint import save_checkpoint
 from synthdet.utils.image import write_image
 
-SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "predict_export.py"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_predict_export", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(bench_script):
+    return bench_script("predict_export")
 
 
 def _dets(*boxes):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 
+from synthdet.datasets.coco import write_coco
+from synthdet.datasets.records import DetectionRecord
 from synthdet.models import build_detector
 from synthdet.training.checkpoint import save_checkpoint
 from synthdet.utils.image import write_image
@@ -34,15 +34,13 @@ def test_main_reports_ap_and_an_identical_torchscript_export(bench, tmp_path, ca
     ck = tmp_path / "tiny.pt"
     save_checkpoint(ck, {"model": model.state_dict(), "detector": model.synthdet_meta})
     rng = np.random.default_rng(0)
-    images, annotations = [], []
+    records = []
     for i in range(3):
-        write_image(tmp_path / f"im{i}.png", rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
-        images.append({"id": i + 1, "file_name": f"im{i}.png", "width": 64, "height": 48})
-        annotations.append({"id": i + 1, "image_id": i + 1, "category_id": 1, "bbox": [8, 8, 20, 16], "area": 320,
-                            "iscrowd": 0})
+        path = tmp_path / f"im{i}.png"
+        write_image(path, rng.integers(0, 255, (48, 64, 3), dtype=np.uint8))
+        records.append(DetectionRecord(str(path), 64, 48, np.array([[8, 8, 28, 24]], np.float32), np.ones(1, np.int64)))
     data = tmp_path / "test.json"
-    data.write_text(json.dumps({"images": images, "annotations": annotations,
-                                "categories": [{"id": 1, "name": "bird"}]}))
+    write_coco(data, records, {1: "bird"}, image_root=tmp_path)
     assert bench.main([str(ck), "--data", str(data), "--count", "2"]) == 0
     out = capsys.readouterr().out
     assert "on 3 images" in out and "AP@0.5" in out

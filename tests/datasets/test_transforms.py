@@ -105,3 +105,26 @@ def test_photometric_jitter_keeps_boxes():
     out, b, lab = aug(img, boxes, labels, np.random.default_rng(0))
     assert np.array_equal(b, boxes) and np.array_equal(lab, labels)
     assert out.shape == img.shape
+
+
+def test_crop_at_inference_scale_keeps_boxes_exact():
+    """crop_size / image_size: a crop_size-pixel window at the scale a detector resizing this image
+    to image_size sees it (here 2x: 32 px out of 16 image px), boxes following the pixels."""
+    img, boxes, labels = _scene(boxes=((8, 8, 24, 20), (30, 14, 50, 30), (40, 32, 60, 44)))
+    aug = RealAugment(flip_p=0.0, scale=(1.0, 1.0), aspect=0.0, min_visible=0.0, brightness=0.0, contrast=0.0,
+                      saturation=0.0, hue=0.0, crop_size=32, image_size=128)
+    seen = 0
+    for seed in range(12):
+        rng = np.random.default_rng(seed)
+        x0, y0, x1, y1 = aug.window(64, 48, np.random.default_rng(seed))
+        np.testing.assert_allclose((x1 - x0, y1 - y0), (16, 16))  # 32 px at scale 128 / 64
+        out, b, lab = aug(img, boxes, labels, rng)
+        assert out.shape == (32, 32, 3)
+        _check(out, b, lab, tol=1.0)
+        whole = (b[:, 0] > 0) & (b[:, 1] > 0) & (b[:, 2] < 32) & (b[:, 3] < 32)
+        src = boxes[lab - 1][whole]
+        np.testing.assert_allclose(b[whole, 2:] - b[whole, :2], 2 * (src[:, 2:] - src[:, :2]), atol=1e-4)
+        seen += len(b)
+    assert seen >= 6
+    with pytest.raises(ValueError, match="together"):
+        RealAugment(crop_size=32)

@@ -100,8 +100,10 @@ def test_detector_options_reach_the_model_and_typos_fail_on_load(tmp_path):
     assert runner.build_model(cfg.detectors[0], "none").synthdet_meta["options"]["box_activation"] == "relu"
     demo = ExperimentRunner(demo_config(), tmp_path / "d")
     demo._data = runner._data
-    assert demo.build_model(cfg.detectors[0], "none").synthdet_meta["options"] == {
-        "fpn_channels": 96, "head_convs": 2, "box_activation": "softplus"}
+    model = demo.build_model(cfg.detectors[0], "none")
+    assert model.synthdet_meta["options"] == {
+        "fpn_channels": 96, "head_convs": 2, "train_size": 192, "box_activation": "softplus"}
+    assert (model.transform.train_size, model.transform.max_size) == (192, 320)
     raw = {"detectors": ["fcos_efficientnet_lite0"],
            "detector_options": {"fcos_efficientnet_lite0": {"fpn_chanels": 64}}}
     with pytest.raises(ConfigError, match="fpn_chanels"):

@@ -165,3 +165,38 @@ def _coco_split(tmp_path, images, targets):
     path = tmp_path / "train.json"
     path.write_text(json.dumps({"images": imgs, "annotations": anns, "categories": [{"id": 1, "name": "bird"}]}))
     return path
+
+
+def test_train_size_trains_on_small_inputs_and_detects_at_image_size(tmp_path):
+    """train_size: training inputs resized to 64 (a 64 px crop passes as is), inference at 96; the
+    real-image augmentation of finetuning then cuts 64 px crops at the 96 px scale; checkpoints keep it."""
+    from synthdet.datasets.records import DetectionDataset
+    from synthdet.training import TrainConfig
+    from synthdet.training.checkpoint import save_checkpoint
+    from synthdet.training.protocol import augmented
+
+    model = build_detector("fcos_efficientnet_lite0", 1, image_size=96, weights="none", seed=0, fpn_channels=32,
+                           head_convs=1, train_size=64)
+    box = {"boxes": torch.tensor([[0.0, 0.0, 32.0, 48.0]]), "labels": torch.tensor([1])}
+    model.train()
+    crop = torch.rand(3, 64, 64)
+    batch, targets = model.transform([crop, torch.rand(3, 96, 96)], [dict(box), dict(box)])
+    assert batch.image_sizes == [(64, 64), (64, 64)]
+    assert targets[0]["boxes"].tolist() == [[0, 0, 32, 48]]
+    assert torch.allclose(targets[1]["boxes"], torch.tensor([[0.0, 0.0, 32 * 2 / 3, 32.0]]))
+    assert torch.equal(batch.tensors[0], (crop - 0.5) / 0.5)  # normalised only, no resampling
+    model.eval()
+    assert model.transform([torch.rand(3, 64, 64)])[0].image_sizes == [(96, 96)]
+
+    aug = augmented(DetectionDataset([]), TrainConfig(augment=True), model).transform
+    assert (aug.crop_size, aug.image_size) == (64, 96)
+    plain = build_detector("fcos_efficientnet_lite0", 1, image_size=96, weights="none", seed=0, fpn_channels=32,
+                           head_convs=1)
+    assert augmented(DetectionDataset([]), TrainConfig(augment=True), plain).transform.crop_size is None
+
+    save_checkpoint(tmp_path / "m.pt", {"model": model.state_dict(), "detector": model.synthdet_meta})
+    again = load_detector(tmp_path / "m.pt")
+    assert again.transform.train_size == 64 and again.transform.max_size == 96
+    assert type(load_detector(tmp_path / "m.pt", image_size=64).transform).__name__ == "GeneralizedRCNNTransform"
+    with pytest.raises(ValueError, match="train_size"):
+        build_detector("fcos_efficientnet_lite0", 1, image_size=96, weights="none", train_size=16)

@@ -101,6 +101,12 @@ class RealAugment:
     onto grey; aspect ``1 +- aspect``) resized back to the image size, horizontal flip
     (``flip_p``), colour jitter. Boxes cut by the window are clipped, and dropped when under
     ``min_visible`` of their area remains.
+
+    With ``crop_size`` (and ``image_size``, the longer side the detector resizes images to at
+    inference) the window is ``scale`` x ``crop_size`` pixels *at inference scale* and the output
+    ``crop_size`` x ``crop_size``: a detector that trains on small inputs and detects on larger
+    ones sees its objects at the scale it will meet them (``train_size`` of
+    :func:`~synthdet.models.fcos.fcos_efficientnet_lite0`).
     """
 
     flip_p: float = 0.5
@@ -112,12 +118,22 @@ class RealAugment:
     contrast: float = 0.25
     saturation: float = 0.3
     hue: float = 0.02
+    crop_size: Optional[int] = None
+    image_size: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        if (self.crop_size is None) != (self.image_size is None):
+            raise ValueError("crop_size and image_size go together (both or neither)")
 
     def window(self, w: int, h: int, rng: np.random.Generator) -> tuple[float, float, float, float]:
         """A random window ``(x0, y0, x1, y1)`` in image pixels, see the class docstring."""
         s = rng.uniform(*self.scale)
         a = 1 + rng.uniform(-self.aspect, self.aspect)
-        ww, wh = w * s * np.sqrt(a), h * s / np.sqrt(a)
+        if self.crop_size and self.image_size:  # crop_size output pixels at inference scale, in image pixels
+            w0 = h0 = self.crop_size * max(w, h) / self.image_size
+        else:
+            w0, h0 = w, h
+        ww, wh = w0 * s * np.sqrt(a), h0 * s / np.sqrt(a)
         x0 = rng.uniform(min(0.0, w - ww), max(0.0, w - ww))
         y0 = rng.uniform(min(0.0, h - wh), max(0.0, h - wh))
         return float(x0), float(y0), float(x0 + ww), float(y0 + wh)
@@ -127,7 +143,8 @@ class RealAugment:
         h, w = image.shape[:2]
         if self.mosaic_p and others is not None and rng.random() < self.mosaic_p:
             image, boxes, labels = mosaic([(image, boxes, labels), *others(3)], (w, h))
-        image, boxes, labels = crop_resize(image, boxes, labels, self.window(w, h, rng), (w, h), self.min_visible)
+        out = (self.crop_size, self.crop_size) if self.crop_size else (w, h)
+        image, boxes, labels = crop_resize(image, boxes, labels, self.window(w, h, rng), out, self.min_visible)
         if rng.random() < self.flip_p:
             image, boxes, labels = hflip(image, boxes, labels)
         if self.brightness or self.contrast or self.saturation or self.hue:

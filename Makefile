@@ -4,7 +4,11 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_ARGS ?=
 
-.PHONY: demo quick test install clean
+# What a processor without AVX-512 runs: PyTorch's kernels, oneDNN's, MKL's and OpenCV's dispatch
+# capped at AVX2 (docs/reproducibility.md). `make test-avx2` runs the suite that way.
+AVX2_ENV := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 OPENCV_CPU_DISABLE=AVX512-SKX
+
+.PHONY: demo quick test test-avx2 install clean
 
 demo: $(VENV)/.installed
 	$(BIN)/synthdet demo $(DEMO_ARGS)
@@ -14,6 +18,12 @@ quick: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -q
+
+test-avx2: $(VENV)/.installed
+	$(AVX2_ENV) $(BIN)/python -c "import cv2, torch; cap = torch.backends.cpu.get_cpu_capability(); \
+	assert cap in ('AVX2', 'DEFAULT'), cap; assert 'AVX512' not in cv2.getCPUFeaturesLine().replace('AVX512-SKX?', ''); \
+	print('AVX-512 off: PyTorch', cap, '| OpenCV', cv2.getCPUFeaturesLine())"
+	$(AVX2_ENV) $(BIN)/python -m pytest -q
 
 install: $(VENV)/.installed
 

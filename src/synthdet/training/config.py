@@ -40,6 +40,9 @@ class TrainConfig:
     val_at_start: bool = False
     checkpoint_every: int = 25
     num_workers: int = 0
+    # CPU: cut each batch into this many parts trained in parallel threads, one intra-op thread
+    # each (synthdet.training.shards; same gradient up to rounding). 0 = one per core, 1 = off
+    cpu_shards: int = 0
     device: str = "auto"
     amp: bool = True
     seed: int = 0
@@ -79,6 +82,8 @@ class TrainConfig:
             raise ValueError("checkpoint_every must be >= 0 and log_every >= 1")
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.cpu_shards < 0:
+            raise ValueError(f"cpu_shards must be >= 0 (0: one per core, 1: off), got {self.cpu_shards}")
         if self.recipe not in RECIPES:
             raise ValueError(f"unknown recipe {self.recipe!r}; choose from {sorted(RECIPES)}")
         if self.optimizer not in ("adam", "adamw"):

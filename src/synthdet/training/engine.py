@@ -36,6 +36,8 @@ from .batches import (  # noqa: F401  (re-exported: the loop's public names live
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .optim import ModelEMA, make_optimizer, make_scheduler
+from ..utils.threads import cpu_workers
+from .shards import ShardedStep, shardable
 from .tblog import SAMPLE_IMAGES, TBLogger, remove_old_events
 
 logger = logging.getLogger(__name__)
@@ -72,15 +74,22 @@ def train_one_step(
     max_grad_norm: Optional[float] = None,
     dist_info: DistInfo = DistInfo(),
     step: int = 0,
+    shards: Optional[ShardedStep] = None,
 ) -> dict[str, float]:
     """Forward, loss sum, backward, optimiser step. Images/targets must already be on device.
 
-    Returns the loss components and ``loss`` as floats. Raises :class:`NonFiniteLossError`
-    (on every DDP rank) when the loss is NaN or infinite.
+    ``shards``: run forward and backward as parts of the batch in parallel threads (CPU,
+    :mod:`synthdet.training.shards`; the same gradient up to rounding). Returns the loss
+    components and ``loss`` as floats. Raises :class:`NonFiniteLossError` (on every DDP rank)
+    when the loss is NaN or infinite.
     """
     device_type = images[0].device.type if images else "cpu"
-    with torch.autocast(device_type, enabled=amp):
-        loss_dict = model(images, targets)
+    backward = None
+    if shards is not None:
+        loss_dict, backward = shards.forward(images, targets)
+    else:
+        with torch.autocast(device_type, enabled=amp):
+            loss_dict = model(images, targets)
     loss = sum(loss_dict.values())
     if not _all_finite(loss, dist_info):
         parts = ", ".join(f"{k}={v.item():.4g}" for k, v in loss_dict.items())
@@ -89,7 +98,12 @@ def train_one_step(
             "disable AMP, or check the data for degenerate boxes; resume from the last checkpoint."
         )
     optimizer.zero_grad(set_to_none=True)
-    if scaler is not None and scaler.is_enabled():
+    if backward is not None:  # sharded: the scaler is off (CPU)
+        backward()
+        if max_grad_norm:
+            nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+    elif scaler is not None and scaler.is_enabled():
         scaler.scale(loss).backward()
         if max_grad_norm:
             scaler.unscale_(optimizer)
@@ -146,9 +160,11 @@ class _Run:
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
         self.ema = ModelEMA(self.net, cfg.ema_decay) if cfg.ema_decay > 0 else None
+        self.shards = _make_shards(self.net, cfg, device, self.info)
         self.meta = getattr(model, "synthdet_meta", None)
         self.resolved = {"stage": stage, "train": to_dict(cfg), "device": str(device), "world_size": self.info.world,
-                         "amp": self.amp, "detector": self.meta, **(extra_config or {})}
+                         "amp": self.amp, "cpu_shards": self.shards.shards if self.shards else 1,
+                         "detector": self.meta, **(extra_config or {})}
         self.step, self.best_ap, self.best_step = 0, None, None
         self.curve: list[dict[str, Any]] = []
         self.losses: list[dict[str, float]] = []
@@ -251,6 +267,18 @@ class _Run:
         return mean
 
 
+def _make_shards(net: nn.Module, cfg: TrainConfig, device: torch.device, info: DistInfo) -> Optional[ShardedStep]:
+    """The CPU step's shards (``cfg.cpu_shards``: 0 = one per core, 1 = off); None on CUDA,
+    under DDP (each process is a shard already) and for models with batch statistics."""
+    if device.type != "cpu" or info.world > 1 or cfg.cpu_shards == 1 or not shardable(net):
+        return None
+    if cfg.cpu_shards == 0:
+        shards, threads = cpu_workers(cfg.batch_size)
+    else:
+        shards, threads = cfg.cpu_shards, max(1, torch.get_num_threads() // cfg.cpu_shards)
+    return ShardedStep(net, shards, threads) if shards > 1 else None
+
+
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -304,7 +332,7 @@ def run_training(
             if run.tb.writer is not None:  # keep only the few samples TensorBoard draws
                 run.last_batch = (images[:SAMPLE_IMAGES], targets[:SAMPLE_IMAGES])
             parts = train_one_step(train_net, images, targets, run.optimizer, run.scaler, run.amp,
-                                   cfg.max_grad_norm, run.info, run.step)
+                                   cfg.max_grad_norm, run.info, run.step, run.shards)
             run.scheduler.step()
             if run.ema is not None:
                 run.ema.update(run.net)
@@ -323,6 +351,8 @@ def run_training(
     finally:
         if pbar is not None:
             pbar.close()
+        if run.shards is not None:
+            run.shards.close()
         run.tb.close()
     return _finish(run, time.perf_counter() - t0)
 

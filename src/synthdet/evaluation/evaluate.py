@@ -5,13 +5,15 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from collections import deque
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..utils.device import resolve_device
+from ..utils.threads import cpu_pool, cpu_workers
 from .ap import average_precision
 
 logger = logging.getLogger(__name__)
@@ -58,10 +60,7 @@ def predict(
 
         it = tqdm(loader, desc="eval", unit="batch", leave=False)
     try:
-        for images, targets in it:
-            images = [im.to(dev, non_blocking=True) for im in images]
-            with torch.autocast(dev.type, enabled=dev.type == "cuda"):
-                out = net(images)
+        for out, targets in _forward_batches(net, it, dev):
             for o, t in zip(out, targets):
                 preds.append({k: o[k].float().cpu().numpy() if k != "labels" else o[k].cpu().numpy()
                               for k in ("boxes", "scores", "labels")})
@@ -75,6 +74,32 @@ def predict(
     finally:
         net.train(was_training)
     return preds, gts
+
+
+def _forward_batches(net: nn.Module, batches: Iterable[Any], dev: torch.device) -> Iterator[tuple[list, Any]]:
+    """``(outputs, targets)`` per batch, in order. On a CPU with several cores the batches run
+    side by side in threads with one intra-op thread each (:mod:`synthdet.utils.threads`: 1.2x
+    faster on 2 cores for the demo's 320 px validation), at most two per thread in flight."""
+    workers, threads = cpu_workers(1 << 30) if dev.type == "cpu" else (1, 1)
+
+    def run(images: list[torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        with torch.inference_mode(), torch.autocast(dev.type, enabled=dev.type == "cuda"):
+            return net([im.to(dev, non_blocking=True) for im in images])
+
+    if workers < 2:
+        for images, targets in batches:
+            yield run(images), targets
+        return
+    with cpu_pool(workers, threads, name="synthdet-eval") as pool:
+        pending: deque = deque()
+        for images, targets in batches:
+            pending.append((pool.submit(run, images), targets))
+            if len(pending) >= 2 * workers:
+                job, t = pending.popleft()
+                yield job.result(), t
+        while pending:
+            job, t = pending.popleft()
+            yield job.result(), t
 
 
 def evaluate_detector(

@@ -136,6 +136,18 @@ def _prediction_grid(runner: ExperimentRunner, rows: list[dict], path: Path, cou
     return captions
 
 
+def _expected(runner: ExperimentRunner):
+    """Print how long the runs left will take on this machine, from timed probe steps
+    (:mod:`synthdet.experiments.estimate`); None (and nothing printed) when nothing is left."""
+    from .estimate import estimate
+
+    if all(runner.is_done(r) for r in runner.runs):
+        return None
+    est = estimate(runner)
+    print(est.line(), flush=True)
+    return est
+
+
 def terminal_table(rows: list[dict]) -> str:
     """Short plain-text table: AP@0.5 per variant and number of real images (first study/detector)."""
     groups = aggregate(rows)
@@ -166,6 +178,7 @@ def run_demo(out_dir: str | Path = "runs/demo", quick: bool = False, data_root: 
     out = Path(out_dir)
     cfg = demo_config(quick=quick, data_root=data_root, device=device, repeats=repeats)
     runner = ExperimentRunner(cfg, out)
+    expected = _expected(runner)
     runner.run()
     rows = read_results(out)
     build_report(out)
@@ -216,5 +229,6 @@ Validation curves: ![validation curves](report/val_curves.png)
 """
     atomic_write_text(out / "report.md", md)
     print(terminal_table(rows))
-    print(f"\nreport: {out / 'report.md'}  ({minutes:.1f} min)")
+    took = f"{minutes:.1f} min" + (f"; expected {expected.seconds / 60:.1f} min" if expected else "")
+    print(f"\nreport: {out / 'report.md'}  ({took})")
     return out / "report.md"

@@ -139,11 +139,19 @@ class LiteFPNBackbone(nn.Module):
         filters = [b._block_args.output_filters for b in net._blocks]
         # the last block of each resolution that feeds the FPN
         self.taps = [max(i for i, f in enumerate(filters) if f == c) for c in (40, 112, 320)]
-        for p in [*self.stem.parameters(), *(p for b in self.blocks[:frozen_blocks] for p in b.parameters())]:
-            p.requires_grad_(False)
+        self.freeze_blocks(frozen_blocks)
         self.fpn = FeaturePyramidNetwork([40, 112, 320], out_channels, extra_blocks=LastLevelP6P7(out_channels,
                                                                                                  out_channels))
         self.out_channels = out_channels
+
+    def freeze_blocks(self, n: int) -> None:
+        """Train the backbone from block ``n`` on (0..16): the stem and blocks ``[0, n)`` keep
+        their weights fixed, the later blocks and the FPN are trained."""
+        if not 0 <= n <= len(self.blocks):
+            raise ValueError(f"frozen_blocks must be in [0, {len(self.blocks)}], got {n}")
+        self.stem.requires_grad_(False)
+        for i, block in enumerate(self.blocks):
+            block.requires_grad_(i >= n)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         stem_conv, stem_bn = self.stem[0], self.stem[1]

@@ -43,6 +43,9 @@ class TrainConfig:
     # CPU: cut each batch into this many parts trained in parallel threads, one intra-op thread
     # each (synthdet.training.shards; same gradient up to rounding). 0 = one per core, 1 = off
     cpu_shards: int = 0
+    # backbone blocks kept fixed during this run (fcos_efficientnet_lite0: 0..16, the stem always);
+    # None = as the model was built (its ``frozen_blocks``)
+    frozen_blocks: Optional[int] = None
     device: str = "auto"
     amp: bool = True
     seed: int = 0

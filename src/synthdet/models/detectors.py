@@ -135,7 +135,7 @@ def load_detector(path: str | Path, trust: bool = False, image_size: int | None 
     checkpoints from a source you trust). ``image_size``: override the input side (the weights do
     not depend on it).
     """
-    from ..training.checkpoint import load_checkpoint
+    from ..utils.checkpoint import load_checkpoint
 
     ck = load_checkpoint(path, trust)
     meta = ck.get("detector") or (ck.get("config") or {}).get("detector")
@@ -152,7 +152,7 @@ def load_detector(path: str | Path, trust: bool = False, image_size: int | None 
 
 def load_weights(model: nn.Module, path: str | Path, trust: bool = False) -> None:
     """Load model weights from a synthdet checkpoint (``{"model": state_dict, ...}``) or a state dict."""
-    from ..training.checkpoint import read_torch_file
+    from ..utils.checkpoint import read_torch_file
 
     p = Path(path)
     if not p.is_file():

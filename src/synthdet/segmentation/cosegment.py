@@ -129,7 +129,7 @@ class CosegmentSegmenter:
         return {folder: self._fit_folder(folder, sorted(files)) for folder, files in groups.items()}
 
     def _fit_folder(self, folder: str, files: list[Path]) -> str:
-        from ..training.checkpoint import read_torch_file
+        from ..utils.checkpoint import read_torch_file
         from ..utils.files import atomic_torch_save, file_digest
 
         pick = files if len(files) <= self.settings["max_fit_images"] else \

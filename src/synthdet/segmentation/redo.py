@@ -41,10 +41,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ..training.periodic import read_state
 from ..utils.config import ConfigError, from_dict
 from ..utils.device import resolve_device
 from ..utils.files import file_digest
+from ..utils.periodic import read_state
 from .base import as_rgb, safe_key
 
 log = logging.getLogger(__name__)

@@ -46,11 +46,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ..training.periodic import Periodic, read_state
 from ..utils.config import ConfigError, dump_yaml, from_dict, to_dict
 from ..utils.device import resolve_device
 from ..utils.files import list_images
 from ..utils.image import BadImageError, read_image, write_image
+from ..utils.periodic import Periodic, read_state
 from ..utils.viz import make_grid
 
 logger = logging.getLogger(__name__)

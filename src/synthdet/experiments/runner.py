@@ -151,7 +151,8 @@ class ExperimentRunner:
     def _redo_checkpoint(self) -> str:
         if self._segmenter_checkpoint:
             return self._segmenter_checkpoint
-        from ..segmentation.redo import RedoConfig, fit_redo
+        from ..segmentation.redo import RedoConfig
+        from ..segmentation.redo_train import fit_redo
 
         if self.data.objects is None:
             raise ValueError("segmenter redo without a checkpoint needs data.objects to train on")

@@ -92,7 +92,8 @@ def _fit(args: argparse.Namespace) -> int:
     import torch
 
     from ..utils.config import from_dict, load_yaml
-    from .redo import RedoConfig, fit_redo, redo_config_with
+    from .redo import RedoConfig, redo_config_with
+    from .redo_train import fit_redo
 
     if args.threads:
         torch.set_num_threads(args.threads)

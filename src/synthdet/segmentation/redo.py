@@ -20,8 +20,8 @@ the object region; it is computed at every checkpoint and stored in it (``object
 Classification images frame their object, so the background touches the border more.
 ``RedoSegmenter(region=k)`` overrides it.
 
-Training (:func:`fit_redo`, with the collapse guard and the best-checkpoint rule) lives in
-:mod:`synthdet.segmentation.redo_train`; ``fit_redo`` is also importable from here.
+Training (``fit_redo``, with the collapse guard and the best-checkpoint rule) lives in
+:mod:`synthdet.segmentation.redo_train`, which builds on this module (never the other way).
 """
 
 from __future__ import annotations
@@ -41,10 +41,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ..training.periodic import read_state
 from ..utils.config import ConfigError, from_dict
 from ..utils.device import resolve_device
 from ..utils.files import file_digest
+from ..utils.periodic import read_state
 from .base import as_rgb, safe_key
 
 log = logging.getLogger(__name__)
@@ -335,7 +335,7 @@ def choose_object_region(mask_net: MaskNet, data: torch.Tensor, device: torch.de
 
 
 def checkpoint_file(path: str | os.PathLike) -> Path:
-    """``path`` itself, or for a :func:`fit_redo` folder its ``best.pt`` (else its ``last.pt``)."""
+    """``path`` itself, or for a :func:`~.redo_train.fit_redo` folder its ``best.pt`` (else its ``last.pt``)."""
     path = Path(path)
     if path.is_dir():
         return path / "best.pt" if (path / "best.pt").is_file() else path / "last.pt"
@@ -343,7 +343,7 @@ def checkpoint_file(path: str | os.PathLike) -> Path:
 
 
 def load_redo_checkpoint(path: str | os.PathLike, resolution: int | None = None) -> dict[str, Any]:
-    """Read and validate a ReDO checkpoint (a file, or a :func:`fit_redo` folder: its ``best.pt``,
+    """Read and validate a ReDO checkpoint (a file, or a :func:`~.redo_train.fit_redo` folder: its ``best.pt``,
     else its ``last.pt``), weights-only.
 
     Raises ``ValueError`` with a clear message for a file that is not a synthdet ReDO
@@ -413,14 +413,3 @@ def redo_config_with(cfg: RedoConfig, **changes: Any) -> RedoConfig:
     """``cfg`` with some fields replaced (``None`` values ignored), validated."""
     return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
 
-
-_TRAINING = ("fit_redo", "CollapseGuard", "restart_seed", "region_areas", "load_training_images")
-
-
-def __getattr__(name: str) -> Any:
-    """``fit_redo`` and its helpers, from :mod:`synthdet.segmentation.redo_train` (imported on use)."""
-    if name in _TRAINING:
-        from . import redo_train
-
-        return getattr(redo_train, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional
 
 # Named recipes: settings applied under the user's own. ``paper``: the paper's Adam 1e-4, constant.
-# ``short``: for budgets of a few hundred iterations (chosen by measurement, README "Detectors"):
+# ``short``: for budgets of a few hundred iterations (chosen by measurement, docs/detectors.md):
 # AdamW, linear warmup then cosine decay, an EMA of the weights (validated and checkpointed),
 # gradient clipping, validation of the starting weights, augmentation of real images.
 RECIPES: dict[str, dict[str, Any]] = {

@@ -86,7 +86,10 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 
 def list_images(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
-    """Sorted image files under ``root`` (hidden files skipped). Raises if ``root`` is missing."""
+    """Sorted image files under ``root`` (hidden files skipped). Raises if ``root`` is missing.
+
+    Image-named symlinks that lead nowhere (a missing target, a loop) are listed too, so that the
+    input checks name them instead of the file silently not being there."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {root}")
@@ -94,7 +97,8 @@ def list_images(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
     return sorted(
         p
         for p in it
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        and (p.is_file() or (p.is_symlink() and not p.exists()))
     )
 
 

@@ -109,7 +109,8 @@ class DetectionDataset(torch.utils.data.Dataset):
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rec = self.records[index]
-        img = read_image(rec.image_path)
+        # the stated size picks the EXIF rule (see synthdet.utils.image): the boxes' pixels
+        img = read_image(rec.image_path, expect_size=(rec.width, rec.height) if rec.width and rec.height else None)
         boxes, labels = rec.boxes.copy(), rec.labels.copy()
         h, w = img.shape[:2]
         if (w, h) != (rec.width, rec.height) and rec.width and rec.height:

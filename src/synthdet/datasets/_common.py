@@ -46,9 +46,12 @@ def image_sizes(paths: Sequence[str | os.PathLike], desc: str) -> list[tuple[int
 def read_lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
     """Yield ``(1-based line number, stripped line)`` for the non-blank lines of a text file."""
     require_file(path, what)
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start})") from None
             if line:
                 yield lineno, line
 

@@ -55,5 +55,5 @@ def check_records(records: Sequence[DetectionRecord], where: str, skip_bad: bool
         raise refusal(bad, len(records), where, option)
     if bad and not kept:
         raise UserError(f"{where}: none of its {len(bad)} images can be used (first: {bad[0].path}: {bad[0].problem})")
-    warn_skipped(bad, len(records), where)
+    warn_skipped(bad, len(records), where, listed_in="the run's result.json / metrics.json")
     return kept, bad

@@ -290,7 +290,8 @@ class ExperimentRunner:
         else:
             train = self._real_subset(run.n_real, run.repeat)
             n_actual = len(train)
-            train_ds, val_ds = DetectionDataset(train), DetectionDataset(self.data.val)
+            train_ds = DetectionDataset(train, skip_unreadable=self.skip_bad_images)
+            val_ds = DetectionDataset(self.data.val)
             if run.mode == "finetune":
                 weights = str(self.pretrain(run.pretrain)) if run.pretrain else self.cfg.weights
                 model = self.build_model(run.detector, weights, seed)

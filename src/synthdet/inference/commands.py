@@ -63,7 +63,7 @@ def run_predict(args: argparse.Namespace) -> int:
     sources = collect_sources(args.images)  # cheap checks before loading the model
     images = [s.path for s in sources if not s.video]
     _, bad = check_images(images, desc="checking images", progress=not args.no_progress)
-    warn_skipped(bad, len(images), "predict inputs")
+    warn_skipped(bad, len(images), "predict inputs", listed_in=str(args.out / "skipped.json"))
     from .predictor import Detector
 
     detector = Detector.from_checkpoint(args.checkpoint, trust=args.trust_checkpoint, image_size=args.image_size,

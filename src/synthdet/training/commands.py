@@ -223,7 +223,8 @@ def _real_datasets(args: argparse.Namespace, image_size: int):
     num_classes = max(names) if names else int(max((int(r.labels.max()) for r in train if len(r.labels)),
                                                    default=1))
     skipped = {"train": bad_train, "val": bad_val}
-    return DetectionDataset(train, resize=image_size), val, names, num_classes, len(train), skipped
+    train_ds = DetectionDataset(train, resize=image_size, skip_unreadable=args.skip_bad_images)
+    return train_ds, val, names, num_classes, len(train), skipped
 
 
 def run_finetune(args: argparse.Namespace) -> int:

@@ -122,7 +122,7 @@ def _os_error(path: Path, e: OSError) -> BadImageError:
 
 
 def _probe_stream(path: Path, f: BinaryIO, max_pixels: int) -> ImageInfo:
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     try:
         with warnings.catch_warnings():
@@ -138,7 +138,9 @@ def _probe_stream(path: Path, f: BinaryIO, max_pixels: int) -> ImageInfo:
         if isinstance(e, (PermissionError, IsADirectoryError)):
             raise
         f.seek(0)
-        return _probe_with_cv2(path, f.read(), f"{e.__class__.__name__}: {e}")
+        why = "unknown format or corrupt header" if isinstance(e, UnidentifiedImageError) else \
+            f"{e.__class__.__name__}: {e}"
+        return _probe_with_cv2(path, f.read(), why)
     w, h = info.stored_size
     if w < 1 or h < 1:
         raise BadImageError(path, f"the header claims a {w}x{h} px image")

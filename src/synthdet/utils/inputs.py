@@ -80,25 +80,26 @@ def check_images(paths: Sequence[str | os.PathLike], desc: str = "checking image
     return good, [r for r in results if isinstance(r, BadFile)]
 
 
-def _listing(bad: Sequence[BadFile]) -> list[str]:
+def _listing(bad: Sequence[BadFile], rest: str = "") -> list[str]:
     lines = [f"{b.path}: {b.problem}" for b in bad[:SHOWN]]
     if len(bad) > SHOWN:
-        lines.append(f"... and {len(bad) - SHOWN} more")
+        lines.append(f"... and {len(bad) - SHOWN} more{rest}")
     return lines
 
 
 def refusal(bad: Sequence[BadFile], total: int, where: str, option: str = "--skip-bad-images") -> UserError:
     """The error for labelled data with bad images: one line with the count and ``option``, then
     the first few files, ``<file>: <problem>`` each."""
-    return UserError(f"{where}: {len(bad)} of {total} images cannot be used (first: {bad[0].path}: {bad[0].problem}); "
-                     f"nothing was done: fix or remove them, or pass {option} to drop them and their boxes",
-                     details=_listing(bad))
+    return UserError(f"{where}: {len(bad)} of {total} images cannot be used; nothing was done: fix or remove "
+                     f"them, or pass {option} to drop them and their boxes",
+                     details=_listing(bad, f" (a run with {option} lists them all)"))
 
 
-def warn_skipped(bad: Sequence[BadFile], total: int, where: str) -> None:
-    """Log that ``bad`` (of ``total``) images of ``where`` are skipped, naming the first few."""
+def warn_skipped(bad: Sequence[BadFile], total: int, where: str, listed_in: str = "") -> None:
+    """Log that ``bad`` (of ``total``) images of ``where`` are skipped, naming the first few
+    (``listed_in``: where all of them are written, e.g. ``OUT/skipped.json``)."""
     if not bad:
         return
     logger.warning("%s: skipping %d of %d images that cannot be used", where, len(bad), total)
-    for line in _listing(bad):
-        logger.warning("  skipped %s", line)
+    for line in _listing(bad, f" (all listed in {listed_in})" if listed_in else ""):
+        logger.warning("  %s", line)

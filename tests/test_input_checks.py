@@ -172,13 +172,19 @@ def test_stated_size_that_fits_neither_orientation_is_refused(tmp_path, monkeypa
     assert "size mismatch: the annotation says 50x50 px, the image is 40x32 px after EXIF orientation 6" in lines[2]
 
 
-def test_finetune_with_skip_bad_images_trains_on_the_rest_and_lists_the_bad(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("cmd", ["finetune", "mixed"])
+def test_finetune_with_skip_bad_images_trains_on_the_rest_and_lists_the_bad(tmp_path, monkeypatch, capsys, cmd):
     kinds = list(GOOD) + sorted(BAD)
     train = _coco(tmp_path / "data", kinds, monkeypatch)
     out = tmp_path / "run"
-    assert main(_train_args(train, out, "--skip-bad-images")) == 0
+    argv = _train_args(train, out, "--skip-bad-images")
+    if cmd == "mixed":
+        objs = _folder(tmp_path / "objects", ["plain", "cmyk"], monkeypatch)
+        argv = ["mixed", *argv[1:], "--objects", str(objs), "--backgrounds", str(objs), "--segmenter", "none"]
+    assert main(argv) == 0
     stdout = capsys.readouterr().out
-    assert f"on {len(GOOD)} real images" in stdout and f"{len(BAD)} bad images skipped" in stdout
+    assert f"{len(BAD)} bad images skipped" in stdout
+    assert cmd == "mixed" or f"on {len(GOOD)} real images" in stdout
     result = json.loads((out / "result.json").read_text())
     assert result["steps"] == 1 and (out / "last.pt").is_file()
     listed = {Path(e["file"]).name.split("_", 1)[1].rsplit(".", 1)[0]: e["problem"]
@@ -409,38 +415,43 @@ def _same_results(a: Path, b: Path) -> None:
                                atol=1e-4)
 
 
-def _predict_then_kill9(argv: list[str]) -> None:
-    """Run ``synthdet predict`` and SIGKILL this very process as it starts its third batch."""
-    from synthdet.inference.predictor import Detector
+def _run_then_kill9(argv: list[str], module: str, name: str, at_call: int) -> None:
+    """Run the CLI with ``module.name`` wrapped to SIGKILL this very process at its ``at_call``-th
+    call (no cleanup code runs, as with ``kill -9``)."""
+    import importlib
 
-    real, calls = Detector.predict_arrays, []
+    mod = importlib.import_module(module)
+    real, calls = getattr(mod, name), []
 
-    def predict_arrays(self, images):
+    def wrapped(*args, **kwargs):
         calls.append(1)
-        if len(calls) == 3:  # two batches are on the disk
+        if len(calls) == at_call:
             os.kill(os.getpid(), signal.SIGKILL)
-        return real(self, images)
+        return real(*args, **kwargs)
 
-    Detector.predict_arrays = predict_arrays
+    setattr(mod, name, wrapped)
     main(argv)
     os._exit(0)  # not reached
 
 
+def _killed(argv: list[str], module: str, name: str, at_call: int) -> None:
+    """``_run_then_kill9`` in a forked child (the real code, without a fresh interpreter's imports)."""
+    import multiprocessing
+
+    child = multiprocessing.get_context("fork").Process(target=_run_then_kill9, args=(argv, module, name, at_call))
+    child.start()
+    child.join(120)
+    assert child.exitcode == -signal.SIGKILL
+
+
 def test_predict_killed_mid_run_resumes_where_it_stopped(tmp_path, capsys, caplog, tiny_checkpoint):
     import logging
-    import multiprocessing
 
     folder = tmp_path / "imgs"
     for i in range(8):
         write_image(folder / f"im{i}.jpg", pattern(seed=i))
     out = tmp_path / "pred"
-    # a forked child: the real predict code, killed with SIGKILL (no cleanup runs), without paying
-    # for a fresh interpreter's imports
-    child = multiprocessing.get_context("fork").Process(target=_predict_then_kill9,
-                                                         args=(_predict_args(tiny_checkpoint, folder, out),))
-    child.start()
-    child.join(120)
-    assert child.exitcode == -signal.SIGKILL
+    _killed(_predict_args(tiny_checkpoint, folder, out), "synthdet.inference.predictor", "_to_tensor", 5)
     kept = (out / "detections.jsonl").read_text().splitlines()
     assert len(kept) == 4 and not (out / "detections.json").exists()  # two batches were on the disk
     with caplog.at_level(logging.INFO):
@@ -519,3 +530,48 @@ def test_predict_into_a_really_full_file_system(tmp_path, tiny_tmpfs, capsys, ti
     subprocess.run(["mount", "-o", "remount,size=4m", str(tiny_tmpfs)], check=True)  # space freed
     assert main(_predict_args(tiny_checkpoint, folder, out)) == 0
     assert f"40 images, 0 skipped ({kept} of them done" in capsys.readouterr().out
+
+
+def test_finetune_killed_mid_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    train = _coco(tmp_path / "data", ["plain", "cmyk", "grayscale", "exif_rotated"], monkeypatch)
+    args = lambda out: _train_args(train, out, "--iterations", "4", "--set", "checkpoint_every=2")  # noqa: E731
+    _killed(args(tmp_path / "run"), "synthdet.training.engine", "train_one_step", 3)  # after last.pt of step 2
+    assert (tmp_path / "run" / "last.pt").is_file() and not (tmp_path / "run" / "result.json").exists()
+    assert main(args(tmp_path / "run")) == 0
+    assert main(args(tmp_path / "whole")) == 0
+    from synthdet.training.checkpoint import load_checkpoint
+
+    a, b = (load_checkpoint(p / "last.pt")["model"] for p in (tmp_path / "run", tmp_path / "whole"))
+    assert json.loads((tmp_path / "run" / "result.json").read_text())["steps"] == 4
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-6) for k in a)
+
+
+def test_synth_killed_mid_run_keeps_the_previous_output_and_reruns_clean(tmp_path, monkeypatch):
+    objs = _folder(tmp_path / "objects", ["plain", "cmyk"], monkeypatch)
+    bgs = _folder(tmp_path / "backgrounds", ["plain", "grayscale"], monkeypatch)
+    out = tmp_path / "synth"
+    args = ["synth", "--objects", str(objs), "--backgrounds", str(bgs), "--segmenter", "none", "--no-progress",
+            "--out", str(out), "--count", "4", "--set", "canvas_size=48", "--set", "object_size=16"]
+    assert main(args) == 0
+    before = (out / "annotations.json").read_bytes()
+    _killed(args + ["--seed", "1"], "synthdet.synthesis.export", "write_image", 3)
+    assert (out / "annotations.json").read_bytes() == before  # the finished output, untouched
+    assert [p.name for p in tmp_path.glob(".synth.tmp-*")]  # the half-built one, left by the kill
+    assert main(args + ["--seed", "1"]) == 0
+    assert not list(tmp_path.glob(".synth.tmp-*")) and (out / "annotations.json").read_bytes() != before
+
+
+@pytest.mark.parametrize("cmd", ["synth", "finetune"])
+def test_synth_and_finetune_on_a_really_full_file_system(tmp_path, tiny_tmpfs, monkeypatch, capsys, cmd):
+    if cmd == "synth":
+        objs = _folder(tmp_path / "objects", ["plain"], monkeypatch)
+        argv = ["synth", "--objects", str(objs), "--backgrounds", str(objs), "--segmenter", "none", "--no-progress",
+                "--out", str(tiny_tmpfs / "synth"), "--count", "200", "--set", "canvas_size=48"]
+    else:  # an ssd_mobilenet checkpoint is ~ 10 MB: the first last.pt cannot be written
+        argv = _train_args(_coco(tmp_path / "data", ["plain"], monkeypatch), tiny_tmpfs / "run")
+    assert main(argv) == 1
+    lines = [line for line in _stderr_lines(capsys) if line.startswith("synthdet: error: ")]
+    assert len(lines) == 1 and "No space left on device" in lines[0] and str(tiny_tmpfs) in lines[0]
+    left = sorted(p.name for p in tiny_tmpfs.rglob("*") if p.is_file())
+    assert not [n for n in left if n.endswith(".tmp") or ".tmp-" in n]  # no half-written file or folder
+    assert (left == [] if cmd == "synth" else "last.pt" not in left)

@@ -561,9 +561,14 @@ def test_synth_killed_mid_run_keeps_the_previous_output_and_reruns_clean(tmp_pat
     assert not list(tmp_path.glob(".synth.tmp-*")) and (out / "annotations.json").read_bytes() != before
 
 
-@pytest.mark.parametrize("cmd", ["synth", "finetune"])
+@pytest.mark.parametrize("cmd", ["synth", "synth_no_room_at_all", "finetune"])
 def test_synth_and_finetune_on_a_really_full_file_system(tmp_path, tiny_tmpfs, monkeypatch, capsys, cmd):
-    if cmd == "synth":
+    if cmd == "synth_no_room_at_all":  # not even the lock file can be written
+        filler = tiny_tmpfs / "filler.bin"
+        with open(filler, "wb", buffering=0) as f, pytest.raises(OSError):
+            while True:
+                f.write(b"\0" * 4096)
+    if cmd.startswith("synth"):
         objs = _folder(tmp_path / "objects", ["plain"], monkeypatch)
         argv = ["synth", "--objects", str(objs), "--backgrounds", str(objs), "--segmenter", "none", "--no-progress",
                 "--out", str(tiny_tmpfs / "synth"), "--count", "200", "--set", "canvas_size=48"]
@@ -575,3 +580,5 @@ def test_synth_and_finetune_on_a_really_full_file_system(tmp_path, tiny_tmpfs, m
     left = sorted(p.name for p in tiny_tmpfs.rglob("*") if p.is_file())
     assert not [n for n in left if n.endswith(".tmp") or ".tmp-" in n]  # no half-written file or folder
     assert (left == [] if cmd == "synth" else "last.pt" not in left)
+    if cmd == "synth_no_room_at_all":
+        assert lines[0].endswith(".synth.lock: No space left on device") and left == ["filler.bin"]

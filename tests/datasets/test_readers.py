@@ -261,8 +261,9 @@ def test_fddb_reader_errors(tmp_path: Path) -> None:
     (tmp_path / "originalPics" / "2002" / "08" / "01" / "big" / "img_1.jpg").unlink()
     records, _ = read_fddb(tmp_path, split=[1])  # size unknown: the up-front check names the file
     assert (records[0].width, records[0].height) == (0, 0)
-    with pytest.raises(UserError, match="img_1.jpg: file not found"):
+    with pytest.raises(UserError, match="1 of 1 images cannot be used") as e:
         check_records(records, "FDDB fold 1")
+    assert e.value.details[0].endswith("img_1.jpg: file not found")
 
 
 # ----------------------------------------------------------------------------- CUB-200-2011

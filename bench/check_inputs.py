@@ -67,7 +67,8 @@ def main() -> None:
     for threads in (1, default_threads(len(paths))):
         best = min(_timed(lambda: probe_all(paths, progress=False, threads=threads), paths, args.cold)
                    for _ in range(args.repeats))
-        print(f"probe_all, {threads:2d} thread(s), {cache} cache: {best:.2f} s ({best / len(paths) * 1e6:.0f} us per file)")
+        per_file = best / len(paths) * 1e6
+        print(f"probe_all, {threads:2d} thread(s), {cache} cache: {best:.2f} s ({per_file:.0f} us per file)")
     records, _ = read_dataset("coco", ann)
     best = min(_timed(lambda: check_records(records, str(ann), progress=False), paths, args.cold)
                for _ in range(args.repeats))

@@ -187,9 +187,10 @@ class FolderObjectSource(CachedSource):
                 raise BadImageError(path, f"no usable mask ({e})") from None
             if mask.ndim != 2 or not np.isfinite(mask).all():
                 raise BadImageError(path, f"mask has shape {mask.shape} or non-finite values")
-            if mask.shape != rgb.shape[:2]:  # e.g. cached before the reader applied EXIF orientation
-                raise BadImageError(path, f"mask is {mask.shape[1]}x{mask.shape[0]} px, the image "
-                                          f"{rgb.shape[1]}x{rgb.shape[0]} px (a stale mask cache?)")
+            if mask.shape != rgb.shape[:2] and mask.shape == rgb.shape[1::-1]:  # turned: made before the
+                # reader applied EXIF orientation (masks of another size are resized, as before)
+                raise BadImageError(path, f"mask is {mask.shape[1]}x{mask.shape[0]} px, the image (after EXIF "
+                                          f"orientation) {rgb.shape[1]}x{rgb.shape[0]} px: a stale mask cache?")
         elif self.use_alpha and alpha is not None:
             mask = alpha
         else:  # not segmented: naive pasting (see ObjectSample)

@@ -125,6 +125,26 @@ def test_exif_orientations_match_pil(tmp_path, orientation):
     np.testing.assert_array_equal(apply_orientation(np.arange(6).reshape(2, 3), 1), np.arange(6).reshape(2, 3))
 
 
+def test_a_mask_cached_before_exif_orientation_is_refused_not_misplaced(tmp_path):
+    """A mask of the stored (un-turned) pixels, e.g. from a cache made by an older synthdet, does not
+    fit the turned image: the object is skipped and counted instead of pasted with a wrong mask."""
+    from synthdet.sources.objects import FolderObjectSource
+
+    (tmp_path / "objects").mkdir()
+    exif_jpeg(tmp_path / "objects" / "a.jpg", np.ascontiguousarray(np.rot90(pattern(), 1)), 6)
+    write_image(tmp_path / "objects" / "b.png", pattern())
+
+    class StoredMasks:  # masks the size of the stored pixels (what the old reader decoded)
+        def get(self, path):
+            w, h = probe_image(path).stored_size
+            return np.ones((h, w), np.float32)
+
+    src = FolderObjectSource(tmp_path / "objects", masks=StoredMasks(), size=16)
+    with pytest.raises(BadImageError, match="stale mask cache"):
+        src.get(0, 0)
+    assert src.get(0, 1)[1].shape == (16, 16) and src.stats["bad_files"] == 1  # b.png: mask fits, used
+
+
 # --------------------------------------------------------------------------- labelled data: refuse
 
 

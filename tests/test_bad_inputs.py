@@ -387,6 +387,7 @@ def test_eval_prints_the_ap_before_writing(tmp_path, monkeypatch, capsys):
                                                                   "num_gt": {"bird": 1}, "num_images": 1})
     (tmp_path / "file").write_text("x")
     path = _coco(tmp_path / "x.json")
+    write_image(tmp_path / "a.jpg", np.zeros((80, 100, 3), np.uint8))  # the image it lists (checked up front)
     rc = main(["eval", "--data", str(path), "--checkpoint", "c.pt", "--out", str(tmp_path / "file" / "o"),
                "--no-progress"])
     out, err = capsys.readouterr()

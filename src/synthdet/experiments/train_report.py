@@ -74,7 +74,8 @@ def gate_diagnosis(cache_dir: Path) -> str:
     why = ", ".join(f"{k} {v}" for k, v in reasons.most_common()) or "none"
     return (f"Against the default quality gates (`MaskGates`: foreground 2-50 % of the image, at most 20 % of "
             f"the border, at most 3 blobs), {passed} of {len(masks)} masks pass; failing: {why}. Masks that "
-            "fail are often bad ones: `--set segmenter.kwargs.gates=true` drops those images from the stream.\n")
+            "fail are often bad ones: they give no own-image background, and `--set segmenter.kwargs.gates=true` drops "
+            "those images from the synthesis stream too.\n")
 
 
 def _rows(runner: "TrainRunner") -> dict[str, dict[str, str]]:
@@ -112,7 +113,7 @@ def _what(runner: "TrainRunner", inputs: "TrainInputs", ch: Choices, bg: dict[st
                 f"{'fitted to' if ch.fitted else 'the demo generic geometry (fewer than'} "
                 f"{ch.boxes if ch.fitted else FIT_MIN_BOXES} training boxes{'' if ch.fitted else f'; there are {ch.boxes})'}")
     kinds = {"photos": "background photos given", "scenes": "training images with their boxes inpainted / "
-             "box-free crops", "objects": "object images with their masks inpainted"}
+             "box-free crops", "objects": "object images with their masks (those passing the default quality gates) inpainted"}
     bgs = "; ".join(f"{n} {kinds[k]}" for k, n in bg.items()) + (" (each kind drawn equally often)" if len(bg) > 1 else "")
     skipped = sum(len(p.skipped) for p in (inputs.train, inputs.val, inputs.test) if p is not None)
     return f"""- Objects: `{inputs.objects}`, classes {inputs.class_names}; segmenter `{cfg.segmenter.name}`.

@@ -138,6 +138,24 @@ def _masks(runner: ExperimentRunner, paths: Sequence[Path], progress: bool):
     return cache
 
 
+def _gated(cache) -> Callable[[Path], Any]:
+    """``cache.get`` refusing (BadImageError: the image gives no background) a mask that fails the
+    default quality gates: a mask that missed its object would leave it in the background."""
+    from ..segmentation.gates import MaskGates
+    from ..utils.image import BadImageError
+
+    gates = MaskGates()
+
+    def mask_of(path: Path):
+        mask = cache.get(path)
+        why = gates.check(mask)
+        if why:
+            raise BadImageError(path, f"mask fails the quality gates ({why})")
+        return mask
+
+    return mask_of
+
+
 def _backgrounds(out: Path, runner: ExperimentRunner, inputs: TrainInputs, photos: Optional[str | Path],
                  own: bool, progress: bool) -> tuple[Any, dict[str, int]]:
     """The stream's BackgroundSource (each kind drawn equally often) and the count of each kind."""
@@ -159,7 +177,7 @@ def _backgrounds(out: Path, runner: ExperimentRunner, inputs: TrainInputs, photo
             log.info("making backgrounds from the %d training images and %d object images",
                      len(inputs.train.records), len(paths) if cache else 0)
             scenes = write_scene_backgrounds(inputs.train.records, folder / "scenes")
-            objects = write_object_backgrounds(paths, cache.get, folder / "objects") if cache else []
+            objects = write_object_backgrounds(paths, _gated(cache), folder / "objects") if cache else []
             atomic_write_json(done, {"scenes": [p.name for p in scenes], "objects": [p.name for p in objects]})
         made = json.loads(done.read_text())
         groups["scenes"] = [folder / "scenes" / n for n in made["scenes"]]

@@ -106,20 +106,27 @@ def scene_backgrounds(image: np.ndarray, boxes: np.ndarray, margin: float = BOX_
     return out
 
 
-def object_background(image: np.ndarray, mask: np.ndarray, grow: float = MASK_GROW,
-                      max_filled: float = MAX_FILLED, max_side: int = MAX_SIDE) -> np.ndarray | None:
-    """A classification image (uint8 ``HxWx3``) with its object mask (float ``HxW`` in [0, 1],
-    foreground where > 0.1) grown by ``grow`` of the short side and inpainted; None when the grown
-    mask is empty (nothing was found to remove) or covers more than ``max_filled`` of the image."""
-    h, w = image.shape[:2]
-    if mask.shape != (h, w):
-        mask = cv2.resize(np.asarray(mask, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+def object_region(mask: np.ndarray, grow: float = MASK_GROW, max_filled: float = MAX_FILLED) -> np.ndarray | None:
+    """Bool ``HxW``: an object mask (float ``HxW`` in [0, 1], foreground where > 0.1) grown by
+    ``grow`` of the short side; None when it is empty (nothing was found to remove) or covers
+    more than ``max_filled`` of the image."""
     fg = (np.asarray(mask) > 0.1).astype(np.uint8)
     if not fg.any():
         return None
-    k = 2 * max(2, round(grow * min(h, w))) + 1
+    k = 2 * max(2, round(grow * min(fg.shape))) + 1
     region = cv2.dilate(fg, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))).astype(bool)
-    if region.mean() > max_filled:
+    return None if region.mean() > max_filled else region
+
+
+def object_background(image: np.ndarray, mask: np.ndarray, grow: float = MASK_GROW,
+                      max_filled: float = MAX_FILLED, max_side: int = MAX_SIDE) -> np.ndarray | None:
+    """A classification image (uint8 ``HxWx3``) with its :func:`object_region` inpainted (the
+    mask is resized to the image first); None when there is no usable region."""
+    h, w = image.shape[:2]
+    if mask.shape != (h, w):
+        mask = cv2.resize(np.asarray(mask, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
+    region = object_region(mask, grow, max_filled)
+    if region is None:
         return None
     image, region = _downscale(image, region, max_side)
     return fill_region(image, region)

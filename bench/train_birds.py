@@ -4,7 +4,7 @@ training and object images), (c) both; at 10 and 50 real images (the demo's nest
 ``train.json``, seeds 0-2), with the benchmark's ``val.json`` / ``test.json``.
 
     python bench/train_birds.py subsets --out runs/train-birds          # writes the subset COCO files
-    python bench/train_birds.py commands --out runs/train-birds | xargs -P 2 -I{} sh -c '{}'
+    python bench/train_birds.py commands --out runs/train-birds | xargs -d '\n' -n 1 -P 2 sh -c
     python bench/train_birds.py table --out runs/train-birds            # test AP@0.5 mean +- std, wall time
     python bench/train_birds.py leak --out runs/train-birds/own_n10_s0  # bird pixels left in object backgrounds
 

@@ -317,3 +317,31 @@ def test_minutes_prints_iterations_that_reproduce_the_run(tiny, tmp_path, capsys
     exp = [yaml.safe_load((tmp_path / d / "experiment" / "config.yaml").read_text()) for d in "ab"]
     assert exp[0].pop("data")["real_train"] != exp[1].pop("data")["real_train"]  # each run's own folder
     assert exp[0] == exp[1] and exp[0]["pretrain"]["iterations"] == n
+
+
+def test_train_refuses_bad_inputs_before_any_work(tiny, tmp_path, capsys):
+    from synthdet.experiments.train_inputs import check_images
+
+    root, cfg = tiny
+    base = ["--objects", root / "objects", "--config", cfg, "--iterations", 2]
+    recs = _records(root, "train")
+    write_coco(tmp_path / "missing.json", [*recs, recs[0].replace(image_path=str(tmp_path / "gone.jpg"), image_id=99)],
+               {1: "blob"})
+    rc, _, err = _train([*base, "--train", tmp_path / "missing.json", "--out", tmp_path / "o1"], capsys)
+    assert rc == 1 and "gone.jpg: file not found" in err and "--skip-bad-images" in err
+    assert not (tmp_path / "o1" / "experiment").exists()
+    kept, bad = check_images(read_coco(tmp_path / "missing.json")[0], "x", skip_bad=True)
+    assert len(kept) == len(recs) and [b.problem for b in bad] == ["file not found"]
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    rc, _, err = _train([*base, "--train", root / "real/train.json", "--out", mine], capsys)
+    assert rc == 1 and "did not write" in err and (mine / "notes.txt").read_text() == "keep me"
+
+    (tmp_path / "boxes.txt").write_text("x")
+    rc, _, err = _train([*base, "--train", tmp_path / "boxes.txt", "--out", tmp_path / "o2"], capsys)
+    assert rc == 1 and "boxes.txt: not a dataset synthdet train reads" in err and len(err.strip().splitlines()) == 1
+    rc, _, err = _train([*base, "--train", root / "real/train.json", "--val", root / "real/train.json",
+                         "--out", tmp_path / "o3"], capsys)
+    assert rc == 1 and "in the train data and in the val data" in err

@@ -97,8 +97,8 @@ def test_train_end_to_end(fmt, tiny, tmp_path, capsys):
     elif fmt == "yolo":  # the data.yaml's own val and test splits
         data = ["--train", _as_yolo(root)]
     else:
-        voc = _as_voc(root)
-        data = ["--train", voc, "--val", voc, "--test", voc]
+        voc = _as_voc(root)  # and the baseline: without pretraining, and pretrained on a fifth of the images
+        data = ["--train", voc, "--val", voc, "--test", voc, "--compare-baseline"]
     out = tmp_path / "out"
     args = ["--objects", root / "objects", *data, "--out", out, "--config", cfg, "--iterations", 2]
     rc, printed, err = _train(args, capsys)
@@ -114,6 +114,12 @@ def test_train_end_to_end(fmt, tiny, tmp_path, capsys):
         assert (out / "report" / fig).is_file()
     val, train = (read_coco(out / "data" / f"{s}.json")[0] for s in ("val", "train"))
     assert len(val) == (1 if fmt == "coco" else 2) and len(train) == (3 if fmt == "coco" else 4)
+    if fmt == "voc":
+        assert "without pretraining (the same detector, images and finetuning budget)" in printed
+        assert "Label savings: " in printed and "Label savings: " in report
+        runs = sorted(p.name for p in (out / "experiment" / "runs").iterdir())
+        assert [r.split("__")[2:4] for r in runs] == [["no_pretraining", "nall"], ["pretrained", "n1"],
+                                                      ["pretrained", "nall"]]
     if fmt != "coco":
         return
     assert json.loads((out / "train.json").read_text())["held_out"] == 1

@@ -99,7 +99,8 @@ def _split(path: Path, fmt: str, role: str) -> Optional[str]:
     return None
 
 
-def read_real(path: str | Path, role: str, split: Optional[str] = "auto") -> tuple[list[DetectionRecord], dict[int, str], str]:
+def read_real(path: str | Path, role: str, split: Optional[str] = "auto"
+              ) -> tuple[list[DetectionRecord], dict[int, str], str]:
     """``(records, {label: name}, format)`` of one dataset path read for ``role``."""
     from ..datasets import read_dataset
 

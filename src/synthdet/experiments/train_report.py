@@ -103,18 +103,26 @@ def _what(runner: "TrainRunner", inputs: "TrainInputs", ch: Choices, bg: dict[st
     cfg = runner.cfg
     det = cfg.detectors[0]
     opts = ", ".join(f"{k} {v}" for k, v in cfg.detector_options.get(det, {}).items()) or "builder defaults"
-    val = (f"{len(inputs.val.records)} of the labelled images held out (seed {cfg.seed}, images with boxes only; "
-           "listed in `data/val.json`)" if inputs.held_out else f"`{inputs.val.source}`, {len(inputs.val.records)} images")
+    if inputs.held_out:
+        val = (f"{len(inputs.val.records)} of the labelled images held out (seed {cfg.seed}, images with boxes "
+               "only; listed in `data/val.json`)")
+    else:
+        val = f"`{inputs.val.source}`, {len(inputs.val.records)} images"
     test = f"`{inputs.test.source}`, {len(inputs.test.records)} images" if inputs.test else "none given"
     sizes = ("set in the settings" if ch.sizes_given else
              f"from the training images: median longer side {ch.median_side:.0f} px x the demo's 1.25 -> "
              f"detection {ch.image_size} px, training {ch.train_size} px")
-    geometry = ("set in the settings" if ch.geometry_given else
-                f"{'fitted to' if ch.fitted else 'the demo generic geometry (fewer than'} "
-                f"{ch.boxes if ch.fitted else FIT_MIN_BOXES} training boxes{'' if ch.fitted else f'; there are {ch.boxes})'}")
-    kinds = {"photos": "background photos given", "scenes": "training images with their boxes inpainted / "
-             "box-free crops", "objects": "object images with their masks (those passing the default quality gates) inpainted"}
-    bgs = "; ".join(f"{n} {kinds[k]}" for k, n in bg.items()) + (" (each kind drawn equally often)" if len(bg) > 1 else "")
+    if ch.geometry_given:
+        geometry = "set in the settings"
+    elif ch.fitted:
+        geometry = f"fitted to the {ch.boxes} training boxes (at least {FIT_MIN_BOXES}), objects may overlap"
+    else:
+        geometry = f"the demo's generic geometry ({ch.boxes} training boxes; fitted from {FIT_MIN_BOXES} on)"
+    kinds = {"photos": "background photos given",
+             "scenes": "training images with their boxes inpainted / box-free crops",
+             "objects": "object images with their masks (those passing the default quality gates) inpainted"}
+    bgs = "; ".join(f"{n} {kinds[k]}" for k, n in bg.items())
+    bgs += " (each kind drawn equally often)" if len(bg) > 1 else ""
     skipped = sum(len(p.skipped) for p in (inputs.train, inputs.val, inputs.test) if p is not None)
     return f"""- Objects: `{inputs.objects}`, classes {inputs.class_names}; segmenter `{cfg.segmenter.name}`.
 - Training images: `{inputs.train.source}` ({inputs.train.fmt}), {len(inputs.train.records)} images,
@@ -145,6 +153,7 @@ def write_report(out: Path, runner: "TrainRunner", inputs: "TrainInputs", choice
     shown = prediction_grid(out / "best.pt", inputs.val.records, names, rep / "predictions.png")
     main = json.loads((runner.out / "runs" / runner.main_run.run_id / "metrics.json").read_text())
     summary, _ = _summary(runner, inputs)
+    per_class = ", ".join(f"{names.get(int(k), k)} {fmt_ap([v])}" for k, v in (main.get("per_class") or {}).items())
     masks = mask_counts_table(runner.out / "mask_cache").replace("## Object masks", "## Object masks and quality gates")
     md = f"""# synthdet train: {out.name}
 
@@ -161,7 +170,7 @@ this command took {seconds / 60:.1f} min (steps resumed from an earlier run incl
 ## Results
 
 {results_tables(rows)}
-Per class (AP@0.5 x 100): {', '.join(f'{names.get(int(k), k)} {fmt_ap([v])}' for k, v in (main.get('per_class') or {}).items()) or '-'}
+Per class (AP@0.5 x 100): {per_class or '-'}
 
 ## Synthetic training samples (label boxes drawn)
 

@@ -233,8 +233,8 @@ def _copy_best(runner: TrainRunner, out: Path) -> Path:
 
 def next_commands(out: Path) -> str:
     """The ``synthdet predict`` / ``export`` commands for ``OUT/best.pt``."""
-    ckpt = shlex.quote(str(out / "best.pt"))
-    return (f"synthdet predict --checkpoint {ckpt} --images YOUR_IMAGES/ --out {shlex.quote(str(out / 'predictions'))}\n"
+    ckpt, pred = shlex.quote(str(out / "best.pt")), shlex.quote(str(out / "predictions"))
+    return (f"synthdet predict --checkpoint {ckpt} --images YOUR_IMAGES/ --out {pred}\n"
             f"synthdet export --checkpoint {ckpt} --format onnx --out {shlex.quote(str(out / 'model.onnx'))}"
             "   # ONNX needs: pip install 'synthdet[export]'; or --format torchscript")
 

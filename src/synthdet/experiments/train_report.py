@@ -31,8 +31,8 @@ def synthetic_grid(stream, path: Path, count: int = 16) -> None:
     write_image(path, make_grid(tiles, ncols=8))
 
 
-def prediction_grid(checkpoint: Path, records, names: dict[int, str], path: Path, count: int = 8,
-                    threshold: float = 0.3) -> int:
+def prediction_grid(checkpoint: Path, records, path: Path, count: int = 8,
+                    threshold: float = 0.5) -> int:
     """``records``' first ``count`` images with their labelled boxes (class colours) and the
     detections of ``checkpoint`` scoring >= ``threshold`` (blue, with scores); returns the count."""
     import torch
@@ -49,7 +49,7 @@ def prediction_grid(checkpoint: Path, records, names: dict[int, str], path: Path
             pred = model([image])[0]
             keep = pred["scores"] >= threshold
             img = (image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-            img = draw_boxes(img, target["boxes"].numpy(), target["labels"].tolist(), names=names)
+            img = draw_boxes(img, target["boxes"].numpy(), target["labels"].tolist())
             img = draw_boxes(img, pred["boxes"][keep].numpy(), [3] * int(keep.sum()),
                              scores=pred["scores"][keep].numpy())
             tiles.append(img)
@@ -150,7 +150,7 @@ def write_report(out: Path, runner: "TrainRunner", inputs: "TrainInputs", choice
     synthetic_grid(runner.make_stream(runner.main_run.pretrain, seed=runner.cfg.seed), rep / "synthetic_samples.png")
     curve = plot_val_curves(runner.out, rows, rep / "val_curves.png")
     names = dict(enumerate(inputs.class_names, 1))
-    shown = prediction_grid(out / "best.pt", inputs.val.records, names, rep / "predictions.png")
+    shown = prediction_grid(out / "best.pt", inputs.val.records, rep / "predictions.png")
     main = json.loads((runner.out / "runs" / runner.main_run.run_id / "metrics.json").read_text())
     summary, _ = _summary(runner, inputs)
     per_class = ", ".join(f"{names.get(int(k), k)} {fmt_ap([v])}" for k, v in (main.get("per_class") or {}).items())
@@ -180,7 +180,7 @@ Per class (AP@0.5 x 100): {per_class or '-'}
 
 {'![validation curve](report/val_curves.png)' if curve else 'no validation curve was saved'}
 
-## Predictions on validation images (labelled boxes in class colours, detections >= 0.3 in blue)
+## Predictions on validation images (labelled boxes in class colours, detections >= 0.5 in blue)
 
 {'![predictions](report/predictions.png)' if shown else 'no validation images'}
 

@@ -351,3 +351,30 @@ def test_train_refuses_bad_inputs_before_any_work(tiny, tmp_path, capsys):
     rc, _, err = _train([*base, "--train", root / "real/train.json", "--val", root / "real/train.json",
                          "--out", tmp_path / "o3"], capsys)
     assert rc == 1 and "in the train data and in the val data" in err
+
+
+def test_a_killed_train_continues_where_it_stopped(tiny, tmp_path, capsys, monkeypatch):
+    from synthdet.experiments.runner import ExperimentRunner
+
+    root, cfg = tiny
+    args = ["--objects", root / "objects", "--train", root / "real/train.json", "--val", root / "real/val.json",
+            "--out", tmp_path / "o", "--config", cfg, "--iterations", 2, "--compare-baseline"]
+    real_execute, calls = ExperimentRunner.execute, []
+
+    def killed_on_the_second_run(self, run):
+        calls.append(run.run_id)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what a kill looks like to the code after it
+        return real_execute(self, run)
+
+    monkeypatch.setattr(ExperimentRunner, "execute", killed_on_the_second_run)
+    assert main(["train", *map(str, args), "--no-progress"]) == 130
+    first = tmp_path / "o" / "experiment" / "runs" / calls[0] / "metrics.json"
+    stamp, bgs = first.stat().st_mtime_ns, (tmp_path / "o" / "backgrounds" / "done.json").stat().st_mtime_ns
+    monkeypatch.setattr(ExperimentRunner, "execute", real_execute)
+    rc, printed, err = _train(args, capsys)
+    assert rc == 0, err
+    assert first.stat().st_mtime_ns == stamp  # the finished run was not redone
+    assert (tmp_path / "o" / "backgrounds" / "done.json").stat().st_mtime_ns == bgs
+    assert len(list((tmp_path / "o" / "experiment" / "runs").glob("*/metrics.json"))) == 3
+    assert "without pretraining" in printed

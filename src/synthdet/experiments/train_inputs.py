@@ -1,5 +1,6 @@
 """The inputs of ``synthdet train``: real labelled data in any format the readers take, its class
-names matched to the object folders, the up-front image check and the held-out validation part.
+names matched to the object folders, the up-front image check (issue 23's
+:func:`~synthdet.datasets.check.check_records`) and the held-out validation part.
 
 Formats are told from the path: a ``.json`` file is COCO, a ``.yaml`` / ``.yml`` file a YOLO
 ``data.yaml``, a folder holding ``Annotations/`` Pascal VOC, a folder holding ``images/`` (or a
@@ -19,25 +20,19 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
 from ..datasets.records import DetectionRecord
 from ..utils.errors import UserError
+from ..utils.inputs import BadFile
 
 log = logging.getLogger(__name__)
 
 VAL_FRACTION = 0.2  # without --val: this share of the labelled images (with boxes) is held out
 MAX_VAL = 100  # ... at most this many (validation runs every 25 iterations)
 ROLES = ("train", "val", "test")
-
-
-class BadImage(NamedTuple):
-    """A real image left out of the work and why."""
-
-    path: str
-    problem: str
 
 
 @dataclass
@@ -47,7 +42,7 @@ class RealData:
     records: list[DetectionRecord]
     source: str  # the path as given, or "held out of <train>"
     fmt: str
-    skipped: list[BadImage] = field(default_factory=list)
+    skipped: list[BadFile] = field(default_factory=list)  # images left out by --skip-bad-images
 
 
 @dataclass
@@ -157,43 +152,6 @@ def relabel(records: Sequence[DetectionRecord], names: dict[int, str], order: Se
     return [r.replace(labels=np.array([index[int(lab)] for lab in r.labels], np.int64)) for r in records]
 
 
-def check_images(records: Sequence[DetectionRecord], where: str, skip_bad: bool = False
-                 ) -> tuple[list[DetectionRecord], list[BadImage]]:
-    """``(usable records, bad images)``: each record's image exists, has a readable header and the
-    size its annotation states. Bad ones refuse the data before any work, naming the first few
-    files, or with ``skip_bad`` are dropped (their boxes too) and logged.
-
-    The one place ``synthdet train`` checks images: issue 23's
-    ``synthdet.datasets.check.check_records`` (same arguments and result) replaces it."""
-    from PIL import Image, UnidentifiedImageError
-
-    kept, bad = [], []
-    for rec in records:
-        try:
-            with Image.open(rec.image_path) as im:
-                size = im.size
-            problem = None if (rec.width, rec.height) in ((0, 0), size) else \
-                f"size mismatch: the annotation says {rec.width}x{rec.height} px, the image is {size[0]}x{size[1]} px"
-        except FileNotFoundError:
-            problem = "file not found"
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-            problem = f"not a readable image ({e.__class__.__name__})"
-        if problem is None:
-            kept.append(rec)
-        else:
-            bad.append(BadImage(rec.image_path, problem))
-    if bad and not skip_bad:
-        first = "; ".join(f"{b.path}: {b.problem}" for b in bad[:3])
-        raise UserError(f"{where}: {len(bad)} of {len(records)} images cannot be used ({first}"
-                        f"{'; ...' if len(bad) > 3 else ''}); nothing was done: fix or remove them, or pass "
-                        "--skip-bad-images to drop them and their boxes")
-    if bad and not kept:
-        raise UserError(f"{where}: none of its {len(bad)} images can be used (first: {bad[0].path}: {bad[0].problem})")
-    for b in bad:
-        log.warning("%s: skipping %s: %s", where, b.path, b.problem)
-    return kept, bad
-
-
 def hold_out(records: Sequence[DetectionRecord], seed: int) -> tuple[list[DetectionRecord], list[DetectionRecord]]:
     """``(training part, validation part)`` of ``records``: ``round(VAL_FRACTION * n)`` (at least 1,
     at most ``MAX_VAL``) of the ``n`` images with boxes, drawn by ``np.random.default_rng(seed)``;
@@ -220,8 +178,12 @@ def _check_disjoint(parts: dict[str, list[DetectionRecord]]) -> None:
 
 
 def read_inputs(objects: str | Path, train: str | Path, val: str | Path | None = None,
-                test: str | Path | None = None, seed: int = 0, skip_bad: bool = False) -> TrainInputs:
-    """Read, match, check and split everything ``synthdet train`` is given (module docstring)."""
+                test: str | Path | None = None, seed: int = 0, skip_bad: bool = False,
+                progress: bool = True) -> TrainInputs:
+    """Read, match, check and split everything ``synthdet train`` is given (module docstring).
+    Every labelled image is checked first (``datasets.check.check_records``): bad ones refuse the
+    data before any work, or with ``skip_bad`` are dropped with their boxes."""
+    from ..datasets.check import check_records
     from ..sources.objects import discover_classes
     from ..utils.files import list_images
 
@@ -237,7 +199,8 @@ def read_inputs(objects: str | Path, train: str | Path, val: str | Path | None =
     names = match_classes(object_names, flat, {role: r[0][1] for role, r in raw.items()}, objects)
     parts: dict[str, RealData] = {}
     for role, ((records, cats, fmt), source) in raw.items():
-        kept, bad = check_images(relabel(records, cats, names), f"{source} ({role})", skip_bad)
+        kept, bad = check_records(relabel(records, cats, names), f"{source} ({role})", skip_bad=skip_bad,
+                                  progress=progress)
         parts[role] = RealData(kept, source, fmt, bad)
     _check_disjoint({role: d.records for role, d in parts.items()})
     held = 0

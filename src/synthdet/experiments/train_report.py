@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +20,15 @@ from .train_settings import FIT_MIN_BOXES, Choices
 
 if TYPE_CHECKING:
     from .train_inputs import TrainInputs
-    from .train_run import TrainRunner
+    from .train_runner import TrainRunner
+
+
+def next_commands(out: Path) -> str:
+    """The ``synthdet predict`` / ``export`` commands for ``OUT/best.pt``."""
+    ckpt, pred = shlex.quote(str(out / "best.pt")), shlex.quote(str(out / "predictions"))
+    return (f"synthdet predict --checkpoint {ckpt} --images YOUR_IMAGES/ --out {pred}\n"
+            f"synthdet export --checkpoint {ckpt} --format onnx --out {shlex.quote(str(out / 'model.onnx'))}"
+            "   # ONNX needs: pip install 'synthdet[export]'; or --format torchscript")
 
 
 def synthetic_grid(stream, path: Path, count: int = 16) -> None:
@@ -142,8 +151,6 @@ def _what(runner: "TrainRunner", inputs: "TrainInputs", ch: Choices, bg: dict[st
 def write_report(out: Path, runner: "TrainRunner", inputs: "TrainInputs", choices: Choices,
                  bg_counts: dict[str, int], seconds: float) -> tuple[Path, str]:
     """Write ``OUT/report.md`` and its figures; returns its path and the summary to print."""
-    from .train_run import next_commands
-
     rep = out / "report"
     rep.mkdir(parents=True, exist_ok=True)
     rows = list(_rows(runner).values())

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shlex
 import shutil
 import time
 from dataclasses import dataclass
@@ -34,6 +33,8 @@ from ..utils.outdir import check_ours, locked, write_marker
 from .config import ExperimentConfig
 from .runner import ExperimentRunner, ResolvedData, check_same_settings, read_results
 from .train_inputs import TrainInputs, read_inputs
+from .train_report import next_commands, write_report
+from .train_runner import TrainRunner
 from .train_settings import Choices, train_config, user_settings
 
 log = logging.getLogger(__name__)
@@ -54,30 +55,6 @@ class TrainOutcome:
     ap50: float
     evaluated_on: str
     baseline_ap50: Optional[float]
-
-
-class TrainRunner(ExperimentRunner):
-    """The experiment runner over data read by :func:`~.train_inputs.read_inputs` (not from the
-    config's paths): the pretrained run on all training images first, then with a baseline the
-    run without pretraining and the pretrained one on a fifth of the images."""
-
-    def __init__(self, cfg: ExperimentConfig, out_dir: str | Path, data: ResolvedData, baseline: bool) -> None:
-        super().__init__(cfg, out_dir)
-        self.given = data
-        runs = [r for r in self.runs if r.variant == "pretrained" or (baseline and r.n_real < 0)]
-        self.runs = sorted(runs, key=lambda r: (r.n_real >= 0, r.variant != "pretrained"))
-
-    @property
-    def data(self) -> ResolvedData:  # type: ignore[override]
-        return self.given
-
-    @property
-    def main_run(self):
-        return self.runs[0]
-
-    def finetune_iterations(self) -> int:
-        """The main run's finetuning iterations (``min_epochs`` applied to its training images)."""
-        return self._train_cfg("finetune").for_dataset(len(self.data.train)).iterations
 
 
 def _request(objects, train, val, test, backgrounds, own: bool, seed: int, baseline: bool,
@@ -231,14 +208,6 @@ def _copy_best(runner: TrainRunner, out: Path) -> Path:
     return dest
 
 
-def next_commands(out: Path) -> str:
-    """The ``synthdet predict`` / ``export`` commands for ``OUT/best.pt``."""
-    ckpt, pred = shlex.quote(str(out / "best.pt")), shlex.quote(str(out / "predictions"))
-    return (f"synthdet predict --checkpoint {ckpt} --images YOUR_IMAGES/ --out {pred}\n"
-            f"synthdet export --checkpoint {ckpt} --format onnx --out {shlex.quote(str(out / 'model.onnx'))}"
-            "   # ONNX needs: pip install 'synthdet[export]'; or --format torchscript")
-
-
 def train(objects: str | Path, train: str | Path, out: str | Path, val: str | Path | None = None,
           test: str | Path | None = None, backgrounds: str | Path | None = None,
           own_backgrounds: Optional[bool] = None, config: str | Path | Mapping[str, Any] | None = None,
@@ -270,13 +239,15 @@ def train(objects: str | Path, train: str | Path, out: str | Path, val: str | Pa
         write_marker(out, "train")
         request = _request(objects, train, val, test, backgrounds, own, seed, compare_baseline, skip_bad_images)
         previous = _previous(out, request)
-        inputs = read_inputs(objects, train, val, test, seed=seed, skip_bad=skip_bad_images)
+        inputs = read_inputs(objects, train, val, test, seed=seed, skip_bad=skip_bad_images, progress=progress)
         _write_data(out, inputs)
         quiet = () if progress else (("pretrain.progress", False), ("finetune.progress", False))
         user = user_settings(config, (*quiet, *overrides))
         data = ResolvedData(objects=inputs.objects, backgrounds=None, train=inputs.train.records,
                             val=inputs.val.records, test=(inputs.test or inputs.val).records,
-                            class_names=inputs.class_names)
+                            class_names=inputs.class_names,
+                            skipped={role: part.skipped for role in ("train", "val", "test")
+                                     if (part := getattr(inputs, role)) is not None and part.skipped})
         spec = _data_spec(out, inputs, backgrounds, own)
 
         def runner_for(n: Optional[int]) -> tuple[TrainRunner, Choices]:
@@ -298,8 +269,6 @@ def train(objects: str | Path, train: str | Path, out: str | Path, val: str | Pa
                                                "held_out": inputs.held_out, "backgrounds": bg_counts})
         runner.run()
         best = _copy_best(runner, out)
-        from .train_report import write_report
-
         report, summary = write_report(out, runner, inputs, choices, bg_counts, time.perf_counter() - t0)
     echo(summary)
     echo(f"\nreport: {report}\ncheckpoint: {best}\nnext:\n{next_commands(out)}")

@@ -23,4 +23,5 @@ from .utils.lazy import lazy_exports as _lazy_exports  # noqa: E402
 
 # ``synthdet.Detector.from_checkpoint("best.pt").predict(images)``, imported on first use (no torch
 # import for ``synthdet --help``)
-__getattr__ = _lazy_exports(__name__, {"Detector": ".inference.predictor"})
+# ``synthdet.train(objects=..., train=..., out=...)``: the whole method in one call (``synthdet train``)
+__getattr__ = _lazy_exports(__name__, {"Detector": ".inference.predictor", "train": ".experiments.train_run"})

@@ -1,4 +1,5 @@
-"""Experiments: YAML study specs, a resumable runner, paper-style tables/plots, the demo.
+"""Experiments: YAML study specs, a resumable runner, paper-style tables/plots, the demo, and
+``train`` (the whole method on the user's own data in one call).
 
 Exports are lazy (PEP 562) so that ``synthdet --help`` does not import torch.
 """
@@ -14,6 +15,8 @@ _EXPORTS = {
     "build_report": ".report",
     "ExperimentRunner": ".runner",
     "run_experiment": ".runner",
+    "TrainOutcome": ".train_run",
+    "train": ".train_run",
 }
 
 __all__ = sorted(_EXPORTS)

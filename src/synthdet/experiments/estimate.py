@@ -99,9 +99,10 @@ def _probe(runner: "ExperimentRunner", detector: str, steps: int = 3) -> tuple[f
     return per_step, (time.perf_counter() - t) / len(batch)
 
 
-def estimate(runner: "ExperimentRunner") -> Estimate:
+def estimate(runner: "ExperimentRunner", timings: tuple[float, float] | None = None) -> Estimate:
     """The :class:`Estimate` of what is left of ``runner``'s experiment (timed on its first
-    detector)."""
+    detector; ``timings``: the ``(seconds per iteration, seconds per image)`` of an earlier
+    estimate instead of a new probe)."""
     iters, images = _work_left(runner)
-    per_step, per_image = _probe(runner, runner.cfg.detectors[0])
+    per_step, per_image = timings or _probe(runner, runner.cfg.detectors[0])
     return Estimate(iters, images, per_step, per_image)

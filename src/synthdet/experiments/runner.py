@@ -45,7 +45,7 @@ class ResolvedData:
     """Concrete inputs of an experiment once paths are resolved and real splits are read."""
 
     objects: Optional[Path]
-    backgrounds: Path
+    backgrounds: Any  # a folder of photos (a VOC root with backgrounds_format: voc), or a BackgroundSource
     train: list[DetectionRecord]
     val: list[DetectionRecord]
     test: list[DetectionRecord]
@@ -298,7 +298,7 @@ class ExperimentRunner:
                 model = self.build_model(run.detector, weights, seed)
                 t0 = time.perf_counter()
                 result = finetune(model, train_ds, val_ds, self._train_cfg("finetune", seed=seed), out,
-                                  resume=True)
+                                  resume=True, class_names=self.data.class_names)
             else:  # mixed: one run on real + artificial for pretrain + finetune iterations
                 from ..synthesis import SynthPool
 
@@ -310,7 +310,7 @@ class ExperimentRunner:
                 t0 = time.perf_counter()
                 result = mixed(model, train_ds, synth, self._train_cfg("finetune", seed=seed, iterations=iters),
                                out, real_fraction=self.cfg.study.mixed_real_fraction, val_dataset=val_ds,
-                               resume=True)
+                               resume=True, class_names=self.data.class_names)
         train_seconds = pre_seconds if run.mode == "pretrain_only" else time.perf_counter() - t0
         checkpoint = result.checkpoint if result is not None else self.pretrain(run.pretrain)
         ev = self._evaluate(model, self.data.test)

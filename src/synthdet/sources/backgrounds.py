@@ -46,13 +46,22 @@ class BackgroundSource(CachedSource):
     ``draw(rng, size)`` returns uint8 ``size x size x 3``: a random crop of ``crop`` (low, high)
     times each side of a random photo (1.0 = the whole photo, as in the paper), resized to the
     canvas (a photo smaller than the canvas is upscaled), flipped horizontally with ``flip_p``.
+    ``weights`` (one per path, any positive scale): draw photos with these relative
+    probabilities instead of uniformly (see :meth:`from_groups`).
     """
 
     def __init__(self, paths: Sequence[str | os.PathLike], cache_items: int = 64, work_size: int | None = None,
-                 crop: tuple[float, float] = (1.0, 1.0), flip_p: float = 0.0, max_bad_draws: int = 1000) -> None:
+                 crop: tuple[float, float] = (1.0, 1.0), flip_p: float = 0.0, max_bad_draws: int = 1000,
+                 weights: Sequence[float] | None = None) -> None:
         self.paths = [Path(p) for p in paths]
         if not self.paths:
             raise ValueError("BackgroundSource: no background images given")
+        self.probs = None
+        if weights is not None:
+            w = np.asarray(weights, np.float64)
+            if w.shape != (len(self.paths),) or not (w >= 0).all() or not w.sum() > 0:
+                raise ValueError(f"BackgroundSource: weights must be {len(self.paths)} values >= 0, not all 0")
+            self.probs = w / w.sum()
         if not (0 < crop[0] <= crop[1] <= 1):
             raise ValueError(f"BackgroundSource: crop must satisfy 0 < low <= high <= 1, got {crop}")
         self.cache_items = max(0, int(cache_items))
@@ -90,6 +99,17 @@ class BackgroundSource(CachedSource):
         if not paths:
             raise ValueError(f"{root}: no background images found (extensions {', '.join(IMAGE_EXTENSIONS)})")
         return cls(paths, **kwargs)
+
+    @classmethod
+    def from_groups(cls, groups: dict[str, Sequence[str | os.PathLike]], **kwargs: Any) -> "BackgroundSource":
+        """Photos of several groups (``{name: paths}``, e.g. photos given and backgrounds made from
+        the user's own images), each non-empty group drawn equally often whatever its size."""
+        groups = {k: list(v) for k, v in groups.items() if len(v)}
+        if not groups:
+            raise ValueError("BackgroundSource: no background images in any group")
+        paths = [p for v in groups.values() for p in v]
+        weights = [1.0 / len(v) for v in groups.values() for _ in v]
+        return cls(paths, weights=weights, **kwargs)
 
     @classmethod
     def from_voc(cls, voc_root: str | os.PathLike, image_sets: Sequence[str] = ("trainval",),
@@ -149,7 +169,8 @@ class BackgroundSource(CachedSource):
         flip_p = self.flip_p if flip_p is None else flip_p
         work = self.work_size or int(round(1.25 * size))
         for _ in range(self.max_bad_draws):
-            index = int(rng.integers(len(self.paths)))
+            n = len(self.paths)
+            index = int(rng.integers(n) if self.probs is None else rng.choice(n, p=self.probs))
             try:
                 img = self.get(index, work)
             except BadImageError:

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from synthdet.segmentation import get_segmenter
 from synthdet.sources.gan import GanConfig, fit_gan
 from synthdet.sources.generator import GeneratorObjectSource, load_generator
 from synthdet.utils.image import write_image
@@ -56,7 +57,7 @@ def main() -> None:
 
         gen = load_generator(root / "run", device=args.device)
         for seg in [None] + ([args.segmenter] if args.segmenter else []):
-            src = GeneratorObjectSource(gen, segmenter=seg, size=128)
+            src = GeneratorObjectSource(gen, segmenter=get_segmenter(seg) if seg else None, size=128)
             src.draw(np.random.default_rng(0))
             t0 = time.perf_counter()
             r = np.random.default_rng(1)

@@ -387,6 +387,7 @@ def test_eval_prints_the_ap_before_writing(tmp_path, monkeypatch, capsys):
                                                                   "num_gt": {"bird": 1}, "num_images": 1})
     (tmp_path / "file").write_text("x")
     path = _coco(tmp_path / "x.json")
+    write_image(tmp_path / "a.jpg", np.zeros((80, 100, 3), np.uint8))  # the image it lists (checked up front)
     rc = main(["eval", "--data", str(path), "--checkpoint", "c.pt", "--out", str(tmp_path / "file" / "o"),
                "--no-progress"])
     out, err = capsys.readouterr()
@@ -462,14 +463,14 @@ def test_coco_export_encodes_each_mask_once_and_spools(tmp_path, monkeypatch):
 
 
 def test_gan_metric_says_when_it_falls_back_to_random_features(monkeypatch, caplog):
-    import synthdet.sources.gan as gan
+    import synthdet.sources.fid as fid
 
     def missing():
         raise ImportError("no efficientnet weights")
 
-    monkeypatch.setattr(gan, "_EffNetFeatures", missing)
+    monkeypatch.setattr(fid, "_EffNetFeatures", missing)
     with caplog.at_level(logging.WARNING):
-        net = gan.feature_network("efficientnet_lite0")
+        net = fid.feature_network("efficientnet_lite0")
     assert net.feature_name == "random" and "RANDOM-CNN" in caplog.text
 
 

@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"synthdet: error: {error_message(e)}", file=sys.stderr)
+        for line in getattr(e, "details", ()):  # e.g. the first few bad files, one per line
+            print(f"  {_one_line(line)}", file=sys.stderr)
         return 1
 
 

@@ -11,11 +11,13 @@ import yaml
 from scipy.io import savemat
 
 from synthdet.datasets import DetectionDataset, DetectionRecord, list_formats, read_dataset
+from synthdet.datasets.check import check_records
 from synthdet.datasets.coco import write_coco
 from synthdet.datasets.fddb import ellipse_to_box, read_fddb
 from synthdet.datasets.voc import read_voc, voc_background_paths, write_voc
 from synthdet.datasets.wider import read_wider, read_wider_eval_mat, wider_ignore
 from synthdet.datasets.yolo import label_path, read_yolo, write_yolo
+from synthdet.utils.errors import UserError
 from synthdet.utils.image import write_image
 
 
@@ -257,8 +259,11 @@ def test_fddb_reader_errors(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="FDDB-fold-07-ellipseList.txt"):
         read_fddb(tmp_path, split="val")
     (tmp_path / "originalPics" / "2002" / "08" / "01" / "big" / "img_1.jpg").unlink()
-    with pytest.raises(FileNotFoundError, match="img_1.jpg"):
-        read_fddb(tmp_path, split=[1])
+    records, _ = read_fddb(tmp_path, split=[1])  # size unknown: the up-front check names the file
+    assert (records[0].width, records[0].height) == (0, 0)
+    with pytest.raises(UserError, match="1 of 1 images cannot be used") as e:
+        check_records(records, "FDDB fold 1")
+    assert e.value.details[0].endswith("img_1.jpg: file not found")
 
 
 # ----------------------------------------------------------------------------- CUB-200-2011

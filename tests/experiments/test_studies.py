@@ -74,8 +74,8 @@ def test_paper_configs_use_the_authors_per_class_settings(name, preset):
 
 
 def test_study_configs_keep_the_setting_their_readme_numbers_were_measured_with():
-    """The studies' README tables were measured at 160 px with the ReLU box head: the configs pin
-    both, so `synthdet experiment configs/study_*.yaml` reproduces them; the demo's detector and batch."""
+    """The studies' tables (docs/synthesis.md, docs/segmentation.md) were measured at 160 px with
+    the ReLU box head: the configs pin both, so `synthdet experiment configs/study_*.yaml` reproduces them; the demo's detector and batch."""
     from synthdet.experiments.demo import demo_config
 
     demo = demo_config()

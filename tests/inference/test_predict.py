@@ -39,7 +39,7 @@ def test_predict_writes_coco_results_that_pycocotools_loads(tmp_path, capsys):
     ck, images, out = _checkpoint(tmp_path), _images(tmp_path / "imgs"), tmp_path / "pred"
     rc = main(["predict", "--checkpoint", str(ck), "--images", str(images), "--out", str(out), "--score-threshold",
                "0", "--batch-size", "2", "--save-txt", "--names", "bird,cat", "--no-progress"])
-    assert rc == 0 and "in 3 images" in capsys.readouterr().out
+    assert rc == 0 and "3 images, 0 skipped" in capsys.readouterr().out
     meta = json.loads((out / "images.json").read_text())
     dets = json.loads((out / "detections.json").read_text())
     assert [im["name"] for im in meta["images"]] == ["im0", "im1", "im2"]

@@ -12,9 +12,9 @@ from synthdet.segmentation.redo import (
     RedoSegmenter,
     border_occupancy,
     build_redo,
-    fit_redo,
     load_redo_checkpoint,
 )
+from synthdet.segmentation.redo_train import fit_redo
 from synthdet.utils.config import ConfigError
 from synthdet.utils.image import read_image
 

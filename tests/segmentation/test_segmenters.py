@@ -8,7 +8,8 @@ import pytest
 from synthdet.segmentation import MaskCache, Segmenter, get_segmenter, list_segmenters
 from synthdet.segmentation.grabcut import grabcut_mask
 from synthdet.segmentation.metrics import evaluate_segmenter, label_quality, mask_iou, pixel_accuracy
-from synthdet.segmentation.redo import RedoConfig, fit_redo
+from synthdet.segmentation.redo import RedoConfig
+from synthdet.segmentation.redo_train import fit_redo
 from synthdet.utils.image import BadImageError, read_image, write_image
 
 TINY = dict(resolution=32, z_dim=8, mask_channels=8, mask_res_blocks=1, gen_channels=8, disc_channels=8,

@@ -329,6 +329,8 @@ def test_bad_specs_and_missing_latent_dim(tmp_path: Path) -> None:
         load_generator(junk)
     with pytest.raises(ValueError, match="latent_dim"):
         GeneratorObjectSource(lambda z: z, segmenter=None)
+    with pytest.raises(TypeError, match=r"get_segmenter\('grabcut'\)"):  # names are resolved by the caller
+        GeneratorObjectSource(lambda z: z, segmenter="grabcut", latent_dim=4)
     bad = ImageGenerator(lambda z: z, latent_dim=5)
     with pytest.raises(ValueError, match="expected"):
         bad.generate(np.zeros((1, 5), np.float32))

@@ -9,12 +9,11 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from ..utils.image import probe_image
+from ..utils.inputs import BadFile, probe_all
 from .records import validate_boxes
 
 logger = logging.getLogger(__name__)
-
-# Above this many images a reader shows a progress bar while it reads image headers.
-_PROGRESS_MIN = 2000
 
 
 def require_file(path: Path, what: str) -> Path:
@@ -31,35 +30,28 @@ def require_dir(path: Path, what: str) -> Path:
 
 
 def image_size(path: str | os.PathLike) -> tuple[int, int]:
-    """``(width, height)`` of an image file from its header (the pixels are not decoded)."""
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image not found: {path}") from None
-    except Image.DecompressionBombError as e:
-        raise ValueError(f"{path}: image too large ({e})") from None
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{path}: not a readable image ({e})") from None
-    return int(w), int(h)
+    """``(width, height)`` of an image file after EXIF orientation, from its header (the pixels
+    are not decoded; see :mod:`synthdet.utils.image`). Raises BadImageError naming the problem."""
+    return probe_image(path).size
 
 
 def image_sizes(paths: Sequence[str | os.PathLike], desc: str) -> list[tuple[int, int]]:
-    """Header sizes of many images, with a progress bar for large datasets."""
-    from tqdm import tqdm
-
-    return [image_size(p) for p in tqdm(paths, desc=desc, unit="img", disable=len(paths) < _PROGRESS_MIN)]
+    """Header sizes (after EXIF orientation) of many images, in threads, with a progress bar for
+    large datasets. An image whose header cannot be read gets ``(0, 0)``, "size unknown": the
+    reader keeps going, and the commands' up-front check
+    (:func:`~synthdet.datasets.check.check_records`) names the file and its problem."""
+    return [(0, 0) if isinstance(r, BadFile) else r.size for r in probe_all(paths, desc=desc)]
 
 
 def read_lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
     """Yield ``(1-based line number, stripped line)`` for the non-blank lines of a text file."""
     require_file(path, what)
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not UTF-8 text ({e.reason} at byte {e.start})") from None
             if line:
                 yield lineno, line
 

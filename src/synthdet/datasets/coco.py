@@ -231,7 +231,7 @@ def _annotations(path: Path, anns: list, images: dict[int, dict], cats: dict[int
         if ann.get("iscrowd", 0) and not include_crowd:
             stats.crowd += 1
             continue
-        iid = ann["image_id"]
+        iid = _int(path, where, "image_id", ann["image_id"])
         if iid not in images:
             stats.unknown_image += 1
             continue

@@ -10,7 +10,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..utils.image import read_image
+from ..utils.image import BadImageError, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,8 @@ def drop_unusable(records: Sequence[DetectionRecord], where: str) -> list[Detect
 
 def validate_boxes(boxes: np.ndarray, width: int, height: int, where: str) -> np.ndarray:
     """Clip XYXY boxes to the image (degenerate ones are kept); raises on NaN."""
-    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    with np.errstate(over="ignore"):  # beyond float32: infinite, refused just below
+        boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     if not np.isfinite(boxes).all():
         raise ValueError(f"{where}: non-finite box coordinates")
     boxes = boxes.copy()
@@ -88,6 +89,10 @@ class DetectionDataset(torch.utils.data.Dataset):
     The index may be an ``int`` or ``(index, draw)``: the augmentation's generator is seeded with
     ``(seed, index, draw)``, so the trainer's endless sampler (which passes its global position as
     ``draw``) gets a new augmentation of an image every time it is drawn, the same in every run.
+
+    ``skip_unreadable`` (training with ``--skip-bad-images``): an image that fails to decode
+    although it passed the up-front check (corrupt pixel data) is replaced by the next record's,
+    with a warning; otherwise its :class:`~synthdet.utils.image.BadImageError` is raised.
     """
 
     wants_draw = property(lambda self: self.transform is not None)
@@ -98,18 +103,45 @@ class DetectionDataset(torch.utils.data.Dataset):
         resize: int | None = None,
         transform: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
         seed: int = 0,
+        skip_unreadable: bool = False,
     ) -> None:
         self.records = list(records)
         self.resize = resize
         self.transform = transform
         self.seed = seed
+        self.skip_unreadable = skip_unreadable
+        self._unreadable: set[int] = set()  # per process: warned about once
 
     def __len__(self) -> int:
         return len(self.records)
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(image uint8 HxWx3, boxes float32 [N, 4] in its pixels, labels)`` of record ``index``
+        (of the next readable one with ``skip_unreadable``, see :meth:`_load_usable`)."""
+        return self._load_usable(index)[1:]
+
+    def _load_usable(self, index: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray]:
+        """``(record index, image, boxes, labels)``: ``index``'s, or with ``skip_unreadable`` the
+        next record's whose image decodes when this one's does not (corruption inside the pixel
+        data, which the up-front check cannot see): a warning names it once per process, and the
+        replacement depends only on the files, not on the worker or the history."""
+        if not self.skip_unreadable:
+            return (index, *self._load(index))
+        for k in range(len(self.records)):
+            j = (index + k) % len(self.records)
+            if j in self._unreadable:
+                continue
+            try:
+                return (j, *self._load(j))
+            except BadImageError as e:
+                self._unreadable.add(j)
+                logger.warning("%s; the next image is used in its place", e)
+        raise BadImageError(self.records[index].image_path, "no image of the dataset can be decoded")
+
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rec = self.records[index]
-        img = read_image(rec.image_path)
+        # the stated size picks the EXIF rule (see synthdet.utils.image): the boxes' pixels
+        img = read_image(rec.image_path, expect_size=(rec.width, rec.height) if rec.width and rec.height else None)
         boxes, labels = rec.boxes.copy(), rec.labels.copy()
         h, w = img.shape[:2]
         if (w, h) != (rec.width, rec.height) and rec.width and rec.height:
@@ -120,7 +152,7 @@ class DetectionDataset(torch.utils.data.Dataset):
         import cv2
 
         index, draw = (int(index[0]), int(index[1])) if isinstance(index, tuple) else (int(index), 0)
-        img, boxes, labels = self.load(index)
+        used, img, boxes, labels = self._load_usable(index)
         if self.transform is not None:
             rng = np.random.default_rng([self.seed, index, draw])
             if getattr(self.transform, "mosaic_p", 0):
@@ -140,9 +172,9 @@ class DetectionDataset(torch.utils.data.Dataset):
         target = {
             "boxes": torch.as_tensor(boxes[keep], dtype=torch.float32).reshape(-1, 4),
             "labels": torch.as_tensor(np.asarray(labels).reshape(-1)[keep], dtype=torch.int64).reshape(-1),
-            "image_id": torch.tensor(self.records[index].image_id),
+            "image_id": torch.tensor(self.records[used].image_id),
         }
-        difficult = self.records[index].extra.get("difficult")
+        difficult = self.records[used].extra.get("difficult")
         if difficult is not None and len(difficult) == len(keep):
             # VOC "difficult" / WIDER ignored faces: neither a hit nor a miss in AP
             target["difficult"] = torch.as_tensor(np.asarray(difficult, bool)[keep])

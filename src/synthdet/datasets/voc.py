@@ -13,6 +13,7 @@ first column), so our exclusive-end XYXY box is ``(xmin - 1, ymin - 1, xmax, yma
 from __future__ import annotations
 
 import logging
+import math
 import os
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from ..utils.files import atomic_write_text
-from ._common import clean_boxes, image_size, log_summary, read_lines, require_dir, require_file
+from ._common import clean_boxes, image_sizes, log_summary, read_lines, require_dir, require_file
 from .records import DetectionRecord
 
 logger = logging.getLogger(__name__)
@@ -52,9 +53,12 @@ def _text(elem: ET.Element, tag: str, path: Path, where: str) -> str:
 def _number(elem: ET.Element, tag: str, path: Path, where: str) -> float:
     text = _text(elem, tag, path, where)
     try:
-        return float(text)
+        value = float(text)
     except ValueError:
         raise ValueError(f"{path}: {where} <{tag}> is not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{path}: {where} <{tag}> is not a finite number: {text!r}")
+    return value
 
 
 def _parse_objects(root: ET.Element, path: Path) -> list[tuple[str, list[float], bool, bool]]:
@@ -67,12 +71,21 @@ def _parse_objects(root: ET.Element, path: Path) -> list[tuple[str, list[float],
         if bnd is None:
             raise ValueError(f"{path}: {where} ({name}) has no <bndbox>")
         coords = [_number(bnd, t, path, f"{where} ({name}) bndbox") for t in ("xmin", "ymin", "xmax", "ymax")]
-        flags = []
-        for tag in ("difficult", "truncated"):
-            e = obj.find(tag)
-            flags.append(bool(int(float(e.text))) if e is not None and e.text and e.text.strip() else False)
+        flags = [_number(obj, tag, path, f"{where} ({name})") != 0 if (obj.findtext(tag) or "").strip() else False
+                 for tag in ("difficult", "truncated")]
         out.append((name, coords, flags[0], flags[1]))
     return out
+
+
+def _size(xml: ET.Element, path: Path) -> tuple[int, int]:
+    """``(width, height)`` of ``<size>``; ``(0, 0)`` when it is missing or 0 (read from the image)."""
+    size = xml.find("size")
+    if size is None or not all((size.findtext(t) or "").strip() for t in ("width", "height")):
+        return 0, 0
+    w, h = (_number(size, t, path, "<size>") for t in ("width", "height"))
+    if not (w >= 0 and h >= 0 and float(w).is_integer() and float(h).is_integer()):
+        raise ValueError(f"{path}: <size> width and height must be non-negative integers, got {w} x {h}")
+    return int(w), int(h)
 
 
 def _image_ids(root: Path, split: str | None) -> list[str]:
@@ -111,11 +124,9 @@ def read_voc(root: str | os.PathLike, split: str | None = "trainval",
     for n, (image_id, path, xml, objs) in enumerate(parsed, 1):
         filename = xml.findtext("filename", default="").strip()
         image_path = root / "JPEGImages" / (filename if Path(filename).suffix else f"{image_id}.jpg")
-        size = xml.find("size")
-        w = int(float(size.findtext("width", "0") or 0)) if size is not None else 0
-        h = int(float(size.findtext("height", "0") or 0)) if size is not None else 0
-        if w <= 0 or h <= 0:  # some VOC-style exports leave <size> out or at 0
-            w, h = image_size(image_path)
+        w, h = _size(xml, path)
+        if w <= 0 or h <= 0:  # some VOC-style exports leave <size> out or at 0; (0, 0): unreadable
+            w, h = image_sizes([image_path], desc="VOC image sizes")[0]
         kept = [o for o in objs if o[0] in index and (keep_difficult or not o[2])]
         skipped_objects += sum(o[0] not in index for o in objs)
         boxes = np.array([[c[0] - 1, c[1] - 1, c[2], c[3]] for _, c, _, _ in kept], np.float64).reshape(-1, 4)

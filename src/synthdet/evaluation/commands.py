@@ -24,18 +24,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=None, help="folder for metrics.json and pr.png")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="leave out images that cannot be used (missing, unreadable, truncated, wrong size) with their "
+                        "boxes, counted in metrics.json (default: refuse the dataset before any work)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=run_eval)
 
 
 def run_eval(args: argparse.Namespace) -> int:
     from ..datasets import DetectionDataset, read_dataset
+    from ..datasets.check import check_records
     from ..utils.files import atomic_write_json
     from .evaluate import evaluate_detector, plot_pr_curves
 
     records, names = read_dataset(args.format, args.data, split=args.split)  # cheap checks first
     if not records:
         raise ValueError(f"{args.data}: no images")
+    records, bad = check_records(records, str(args.data), skip_bad=args.skip_bad_images,
+                                 progress=not args.no_progress)
     from ..models import load_detector
 
     model = load_detector(args.checkpoint, trust=args.trust_checkpoint, image_size=args.image_size)
@@ -43,10 +49,12 @@ def run_eval(args: argparse.Namespace) -> int:
                             class_names=names or None, progress=not args.no_progress)
     metrics = {"ap50": res["ap50"], "per_class": {str(k): v for k, v in res["per_class"].items()},
                "num_gt": {str(k): v for k, v in res["num_gt"].items()}, "num_images": res["num_images"],
-               "data": str(args.data), "checkpoint": str(args.checkpoint)}
+               "data": str(args.data), "checkpoint": str(args.checkpoint),
+               "skipped_images": {"count": len(bad), "files": [b.as_dict() for b in bad]}}
     for k, v in metrics["per_class"].items():
         print(f"  {k}: AP50 {v * 100:.2f}")
-    print(f"AP50 {res['ap50'] * 100:.2f} on {res['num_images']} images", flush=True)
+    left = f" ({len(bad)} bad images left out)" if bad else ""
+    print(f"AP50 {res['ap50'] * 100:.2f} on {res['num_images']} images{left}", flush=True)
     if args.out:  # after printing: an unwritable --out must not lose the result
         atomic_write_json(args.out / "metrics.json",
                           {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()})

@@ -16,7 +16,7 @@ def _experiment(args: argparse.Namespace) -> int:
 
         cfg = dataclasses.replace(cfg, device=args.device)
     out = args.out or f"runs/{cfg.name}"
-    run_experiment(cfg, out, max_runs=args.max_runs)
+    run_experiment(cfg, out, max_runs=args.max_runs, skip_bad_images=args.skip_bad_images)
     path = build_report(out)
     print(path.read_text())
     print(f"results: {out}/results.csv  report: {path.parent}")
@@ -47,6 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", help="output folder (default runs/<name>)")
     p.add_argument("--device", help="override the config's device (auto, cpu, cuda, cuda:1)")
     p.add_argument("--max-runs", type=int, default=None, help="stop after this many runs (resume later)")
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="drop real images that cannot be used (missing, unreadable, truncated, wrong size) and their "
+                        "boxes, listed in each run's metrics.json (default: refuse before any run)")
     p.set_defaults(func=_experiment)
 
     p = sub.add_parser("report", help="rebuild tables and plots of an experiment from its results.csv")

@@ -30,7 +30,7 @@ DEMO_DETECTOR = "fcos_efficientnet_lite0"  # FCOS + FPN over the only ImageNet b
 
 def demo_config(quick: bool = False, data_root: Optional[str] = None, device: str = "auto",
                 repeats: int = 1) -> ExperimentConfig:
-    """The demo's experiment: sizes chosen so it runs on 2 CPU cores (see README for timings).
+    """The demo's experiment: sizes chosen so it runs on 2 CPU cores (timings: README).
 
     Both variants train with the same ``short`` recipe (AdamW, warmup + cosine, EMA, real-image
     augmentation, validation of the starting weights) and the same finetuning budget; the
@@ -54,7 +54,7 @@ def demo_config(quick: bool = False, data_root: Optional[str] = None, device: st
         detectors=(DEMO_DETECTOR,),
         # a 96-channel FPN and a 2-conv head: at 192 px as fast per step as 128 channels and 3 convs
         # at 160 px, and better; training on 192 px crops at the 320 px detection scale gives small
-        # birds more pixels for inference time only (README, "Detectors")
+        # birds more pixels for inference time only (docs/detectors.md)
         detector_options={DEMO_DETECTOR: {"fpn_channels": 96, "head_convs": 2,
                                           **({"train_size": size} if detect != size else {})}},
         image_size=detect,
@@ -63,7 +63,7 @@ def demo_config(quick: bool = False, data_root: Optional[str] = None, device: st
         finetune={"recipe": "short", "iterations": ft_it, "min_epochs": epochs, "batch_size": batch, "val_every": 25},
         study=StudySpec(kind="data_efficiency", real_sizes=sizes, repeats=repeats),
         device=device,
-        eval_batch_size=8,  # faster per image than 16 at 320 px on 2 cores (README, "Detectors")
+        eval_batch_size=8,  # faster per image than 16 at 320 px on 2 cores (docs/detectors.md)
     )
 
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, Optional
 from ..datasets.records import DetectionDataset, DetectionRecord
 from ..utils.config import ConfigError, dump_yaml, from_dict, to_dict
 from ..utils.files import atomic_path, atomic_write_json
+from ..utils.inputs import BadFile
 from ..utils.outdir import check_ours, locked, write_marker
 from .config import ExperimentConfig
 from .plan import PretrainSpec, RunSpec, fitted_to, plan_runs
@@ -50,10 +51,24 @@ class ResolvedData:
     test: list[DetectionRecord]
     class_names: list[str]
     true_masks: Optional[Path] = None
+    skipped: dict[str, list[BadFile]] = dataclasses.field(default_factory=dict)  # per split, left out
 
 
-def resolve_data(cfg: ExperimentConfig) -> ResolvedData:
-    """Build/locate the benchmark or read the configured datasets into records."""
+def _checked(data: ResolvedData, where: dict[str, str], skip_bad: bool) -> ResolvedData:
+    """``data`` with every split's images checked before any work: bad ones refuse the
+    experiment, or with ``skip_bad`` are dropped (their boxes too) and listed in ``skipped``."""
+    from ..datasets.check import check_records
+
+    kept, skipped = {}, {}
+    for split in ("train", "val", "test"):
+        kept[split], skipped[split] = check_records(getattr(data, split), f"{where[split]} ({split})",
+                                                    skip_bad=skip_bad, option="--skip-bad-images")
+    return dataclasses.replace(data, **kept, skipped=skipped)
+
+
+def resolve_data(cfg: ExperimentConfig, skip_bad_images: bool = False) -> ResolvedData:
+    """Build/locate the benchmark or read the configured datasets into records, their images
+    checked (see :func:`~synthdet.datasets.check.check_records`; ``skip_bad_images`` drops bad ones)."""
     d = cfg.data
     if d.benchmark == "birds":
         from ..datasets.birds import build_birds
@@ -61,12 +76,12 @@ def resolve_data(cfg: ExperimentConfig) -> ResolvedData:
         bench = build_birds(d.benchmark_root)
         splits = {s: bench.split_records(s) for s in ("train", "val", "test")}
         names = splits["train"][1]
-        return ResolvedData(
+        return _checked(ResolvedData(
             objects=Path(d.objects) if d.objects else bench.classification_dir,
             backgrounds=Path(d.backgrounds) if d.backgrounds else bench.backgrounds_dir,
             train=splits["train"][0], val=splits["val"][0], test=splits["test"][0],
             class_names=[names[k] for k in sorted(names)], true_masks=bench.true_masks_dir,
-        )
+        ), {s: str(bench.annotations[s]) for s in splits}, skip_bad_images)
     from ..datasets import read_dataset
 
     def read(path: str, split: str) -> tuple[list[DetectionRecord], dict[int, str]]:
@@ -79,10 +94,10 @@ def resolve_data(cfg: ExperimentConfig) -> ResolvedData:
     train, names = read(d.real_train, train_split)
     val, _ = read(d.real_val, val_split)
     test, _ = read(d.real_test, test_split)
-    return ResolvedData(
+    return _checked(ResolvedData(
         objects=Path(d.objects) if d.objects else None, backgrounds=Path(d.backgrounds),
         train=train, val=val, test=test, class_names=[names[k] for k in sorted(names)],
-    )
+    ), {"train": d.real_train, "val": d.real_val, "test": d.real_test}, skip_bad_images)
 
 
 def _read_rows(path: Path) -> list[dict[str, str]]:
@@ -105,8 +120,9 @@ class ExperimentRunner:
     """Executes the runs of one experiment in ``out_dir``; see the module docstring."""
 
     def __init__(self, cfg: ExperimentConfig, out_dir: str | Path,
-                 on_run_done: Optional[Callable[[RunSpec, dict], None]] = None) -> None:
+                 on_run_done: Optional[Callable[[RunSpec, dict], None]] = None, skip_bad_images: bool = False) -> None:
         self.cfg = cfg
+        self.skip_bad_images = skip_bad_images
         self.out = Path(out_dir)
         self.runs = plan_runs(cfg)
         self.on_run_done = on_run_done
@@ -117,7 +133,7 @@ class ExperimentRunner:
     @property
     def data(self) -> ResolvedData:
         if self._data is None:
-            self._data = resolve_data(self.cfg)
+            self._data = resolve_data(self.cfg, self.skip_bad_images)
         return self._data
 
     def _train_cfg(self, stage: str, **overrides: Any):
@@ -151,7 +167,8 @@ class ExperimentRunner:
     def _redo_checkpoint(self) -> str:
         if self._segmenter_checkpoint:
             return self._segmenter_checkpoint
-        from ..segmentation.redo import RedoConfig, fit_redo
+        from ..segmentation.redo import RedoConfig
+        from ..segmentation.redo_train import fit_redo
 
         if self.data.objects is None:
             raise ValueError("segmenter redo without a checkpoint needs data.objects to train on")
@@ -274,7 +291,8 @@ class ExperimentRunner:
         else:
             train = self._real_subset(run.n_real, run.repeat)
             n_actual = len(train)
-            train_ds, val_ds = DetectionDataset(train), DetectionDataset(self.data.val)
+            train_ds = DetectionDataset(train, skip_unreadable=self.skip_bad_images)
+            val_ds = DetectionDataset(self.data.val)
             if run.mode == "finetune":
                 weights = str(self.pretrain(run.pretrain)) if run.pretrain else self.cfg.weights
                 model = self.build_model(run.detector, weights, seed)
@@ -305,6 +323,7 @@ class ExperimentRunner:
             "best_step": "" if result is None or result.best_step is None else result.best_step,
             "train_seconds": round(train_seconds, 1), "run_id": run.run_id,
             "per_class": ev.get("per_class", {}), "checkpoint": str(checkpoint),
+            "skipped_images": {k: [b.as_dict() for b in v] for k, v in self.data.skipped.items() if v},
         }
         atomic_write_json(out / "metrics.json", metrics)
         return metrics
@@ -345,6 +364,8 @@ class ExperimentRunner:
     def _run_todo(self, max_runs: Optional[int]) -> list[dict[str, str]]:
         todo = [r for r in self.runs if not self.is_done(r)]
         log.info("%d runs planned, %d finished, %d to do", len(self.runs), len(self.runs) - len(todo), len(todo))
+        if todo:
+            self.data  # noqa: B018 - read and check the real images before the first run
         for k, run in enumerate(todo):
             if max_runs is not None and k >= max_runs:
                 break
@@ -408,6 +429,8 @@ def check_same_settings(out_dir: str | Path, cfg: ExperimentConfig) -> None:
                           "use another --out, or restore those settings to resume")
 
 
-def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, max_runs: Optional[int] = None) -> list[dict[str, str]]:
-    """Run (or resume) ``cfg`` in ``out_dir`` and return the rows of ``results.csv``."""
-    return ExperimentRunner(cfg, out_dir).run(max_runs=max_runs)
+def run_experiment(cfg: ExperimentConfig, out_dir: str | Path, max_runs: Optional[int] = None,
+                   skip_bad_images: bool = False) -> list[dict[str, str]]:
+    """Run (or resume) ``cfg`` in ``out_dir`` and return the rows of ``results.csv``.
+    ``skip_bad_images``: drop the real images that cannot be used instead of refusing."""
+    return ExperimentRunner(cfg, out_dir, skip_bad_images=skip_bad_images).run(max_runs=max_runs)

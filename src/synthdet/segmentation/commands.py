@@ -92,7 +92,8 @@ def _fit(args: argparse.Namespace) -> int:
     import torch
 
     from ..utils.config import from_dict, load_yaml
-    from .redo import RedoConfig, fit_redo, redo_config_with
+    from .redo import RedoConfig, redo_config_with
+    from .redo_train import fit_redo
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -116,10 +117,15 @@ def _apply(args: argparse.Namespace) -> int:
 
     from .gates import fit_if_needed, segment_checked
 
+    from ..utils.inputs import check_images, warn_skipped
+
     seg = get_segmenter(args.segmenter, **_segmenter_kwargs(args))
     paths = list_images(args.images)
+    good, bad = check_images(paths, desc=f"checking {args.images}")  # bad files skipped before any work
+    warn_skipped(bad, len(paths), str(args.images))
+    paths = [paths[i] for i in good]
     fit_if_needed(seg, paths)
-    written = skipped = 0
+    written, skipped = 0, len(bad)
     for i in tqdm(range(0, len(paths), args.batch_size), desc=f"segment [{seg.name}]"):
         images, ok = [], []
         for p in paths[i : i + args.batch_size]:

@@ -49,7 +49,7 @@ def lite0_features(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     global _NET
     if _NET is None:
-        from ..models.detectors import efficientnet_lite0, efficientnet_lite0_weights_path
+        from ..backbones import efficientnet_lite0, efficientnet_lite0_weights_path
 
         if efficientnet_lite0_weights_path() is None:
             raise RuntimeError("cosegment needs the EfficientNet-Lite0 ImageNet weights: "
@@ -69,7 +69,7 @@ def lite0_features(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _settings_default() -> dict:
     # 256 / 192 px: 0.702 mean IoU on the 600 birds at 62 ms per image (2 cores); 320 / 256 px:
-    # 0.712 at 102 ms (README, "Measured figures", Segmentation)
+    # 0.712 at 102 ms (docs/segmentation.md)
     return dict(input_size=256, max_fit_images=200, lo=0.2, mid=0.45, hi=0.75, frame=0.03,
                 iterations=3, work_side=192, smooth=1.0)
 
@@ -129,7 +129,7 @@ class CosegmentSegmenter:
         return {folder: self._fit_folder(folder, sorted(files)) for folder, files in groups.items()}
 
     def _fit_folder(self, folder: str, files: list[Path]) -> str:
-        from ..training.checkpoint import read_torch_file
+        from ..utils.checkpoint import read_torch_file
         from ..utils.files import atomic_torch_save, file_digest
 
         pick = files if len(files) <= self.settings["max_fit_images"] else \

@@ -35,7 +35,7 @@ class MaskGates:
     most ``max_border`` of the one-pixel image border; at most ``max_components`` 8-connected
     blobs of at least ``min_component`` of the frame each; the largest blob holds at least
     ``min_largest`` of the foreground. ``orient``: flip two-region masks first (module docstring).
-    Defaults: measured on the birds benchmark (README, "Measured figures", Segmentation)."""
+    Defaults: measured on the birds benchmark (docs/segmentation.md)."""
 
     min_area: float = 0.02
     max_area: float = 0.5

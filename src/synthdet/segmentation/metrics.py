@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from ..utils.boxes import box_iou, mask_box
 from ..utils.files import list_images
 from ..utils.image import BadImageError, read_image
 from .base import Segmenter
@@ -39,9 +40,6 @@ def label_quality(pred: np.ndarray, true: np.ndarray, threshold: float = 0.5) ->
     foreground on the object, the share of the object it covers, and the IoU of its tight box
     (what synthesis labels a pasted object with) with the true mask's tight box. An empty mask
     scores precision 0 (1 when the true mask is empty too), box IoU 0 unless both are empty."""
-    from ..evaluation.ap import box_iou
-    from ..synthesis.compose import mask_box
-
     p, t = pred >= threshold, true >= threshold
     inter = float(np.logical_and(p, t).sum())
     precision = inter / p.sum() if p.any() else float(not t.any())

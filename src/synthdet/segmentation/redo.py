@@ -43,8 +43,8 @@ it region 0); without one, the region whose mask occupies the *least of the imag
 (classification images frame their object). It is computed at every checkpoint and stored in
 it (``object_region``, ``orientation``); ``RedoSegmenter(region=k)`` overrides it.
 
-Training (:func:`fit_redo`, with the collapse guard and the best-checkpoint rule) lives in
-:mod:`synthdet.segmentation.redo_train`; ``fit_redo`` is also importable from here.
+Training (``fit_redo``, with the collapse guard and the best-checkpoint rule) lives in
+:mod:`synthdet.segmentation.redo_train`, which builds on this module (never the other way).
 """
 
 from __future__ import annotations
@@ -61,10 +61,10 @@ import cv2
 import numpy as np
 import torch
 
-from ..training.periodic import read_state
 from ..utils.config import ConfigError, from_dict, to_dict
 from ..utils.device import resolve_device
 from ..utils.files import file_digest
+from ..utils.periodic import read_state
 from .base import as_rgb, safe_key
 from .redo_nets import FeatureMaskNet, MaskNet, Redo, build_mask_net, build_redo, run_mask_net  # noqa: F401
 from .redo_prior import PRIORS, FeatureFn, border_occupancy, image_features, object_region  # noqa: F401
@@ -192,7 +192,7 @@ def to_square_tensor(images: Sequence[np.ndarray], resolution: int) -> torch.Ten
 
 
 def checkpoint_file(path: str | os.PathLike) -> Path:
-    """``path`` itself, or for a :func:`fit_redo` folder its ``best.pt`` (else its ``last.pt``)."""
+    """``path`` itself, or for a :func:`~.redo_train.fit_redo` folder its ``best.pt`` (else its ``last.pt``)."""
     path = Path(path)
     if path.is_dir():
         return path / "best.pt" if (path / "best.pt").is_file() else path / "last.pt"
@@ -200,7 +200,7 @@ def checkpoint_file(path: str | os.PathLike) -> Path:
 
 
 def load_redo_checkpoint(path: str | os.PathLike, resolution: int | None = None) -> dict[str, Any]:
-    """Read and validate a ReDO checkpoint (a file, or a :func:`fit_redo` folder: its ``best.pt``,
+    """Read and validate a ReDO checkpoint (a file, or a :func:`~.redo_train.fit_redo` folder: its ``best.pt``,
     else its ``last.pt``), weights-only.
 
     Raises ``ValueError`` with a clear message for a file that is not a synthdet ReDO
@@ -336,15 +336,3 @@ class RedoSegmenter:
                     m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
                 out.append(np.clip(m, 0.0, 1.0).astype(np.float32))
         return out
-
-
-_TRAINING = ("fit_redo", "CollapseGuard", "restart_seed", "region_areas")
-
-
-def __getattr__(name: str) -> Any:
-    """``fit_redo`` and its helpers, from :mod:`synthdet.segmentation.redo_train` (imported on use)."""
-    if name in _TRAINING:
-        from . import redo_train
-
-        return getattr(redo_train, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

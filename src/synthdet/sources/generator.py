@@ -248,11 +248,11 @@ class GeneratorObjectSource:
 
     ``generator``: an :class:`ImageGenerator`, a spec for :func:`load_generator`, or a bare callable
     (then ``latent_dim`` is required). ``segmenter``: an object with
-    ``segment(list[uint8 HxWx3]) -> list[float32 HxW]`` (see :mod:`synthdet.segmentation`), a
-    registry name for ``synthdet.segmentation.get_segmenter``, or ``None`` (or ``"none"``) for no
-    mask (``ObjectSample.mask is None``: naive pasting). ``size``: side the generated image is
-    resized to before segmentation (the segmenter's input size, 128 for ReDO; ``None`` keeps the
-    generator's resolution).
+    ``segment(list[uint8 HxWx3]) -> list[float32 HxW]`` (see :mod:`synthdet.segmentation`; build
+    one from a registry name with ``synthdet.segmentation.get_segmenter``), or ``None`` (or
+    ``"none"``) for no mask (``ObjectSample.mask is None``: naive pasting). ``size``: side the
+    generated image is resized to before segmentation (the segmenter's input size, 128 for ReDO;
+    ``None`` keeps the generator's resolution).
     ``batch``: latents per forward pass in :meth:`draw_many`.
 
     :meth:`draw` uses exactly one latent ``rng.standard_normal(latent_dim)``, so its result is a
@@ -283,10 +283,9 @@ class GeneratorObjectSource:
             raise ValueError(f"latent_dim={latent_dim} disagrees with the generator's {generator.latent_dim}")
         if segmenter == "none":  # no segmentation: naive pasting, as make_stream's `none`
             segmenter = None
-        elif isinstance(segmenter, str):
-            from ..segmentation import get_segmenter
-
-            segmenter = get_segmenter(segmenter)
+        elif isinstance(segmenter, str):  # sources sit below segmentation: names are resolved by the caller
+            raise TypeError(f"segmenter {segmenter!r}: pass a segmenter object, e.g. "
+                            f"synthdet.segmentation.get_segmenter({segmenter!r})")
         if segmenter is not None and not callable(getattr(segmenter, "segment", None)):
             raise TypeError(f"segmenter must have a segment(images) method, got {type(segmenter).__name__}")
         if batch < 1:

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..utils.files import IMAGE_EXTENSIONS, list_images
 from ..utils.image import BadImageError, read_image_rgba
+from ..utils.inputs import BadFile, check_images, warn_skipped
 from .base import CachedSource, ObjectSample
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,27 @@ class FolderObjectSource(CachedSource):
         self.use_alpha = use_alpha
         self.max_bad_draws = max_bad_draws
         self._offsets = np.cumsum([0] + [len(f) for f in self.files])
+        self.skipped: list[BadFile] = []  # left out by precheck()
         self._init_state()
+
+    def precheck(self, progress: bool = True) -> list[BadFile]:
+        """Probe every image up front (:func:`~synthdet.utils.inputs.check_images`: header and
+        end, no decoding) and leave out the bad ones: returned, kept in ``skipped`` and warned
+        about. A class left without a usable image raises ValueError naming it."""
+        paths = self.paths
+        good, bad = check_images(paths, desc=f"checking {self.root}", progress=progress)
+        if bad:
+            usable = {paths[i] for i in good}
+            for name, files in zip(self.class_names, self.files):
+                if not any(p in usable for p in files):
+                    first = next(b for b in bad if Path(b.path) in set(files))
+                    raise ValueError(f"{self.root}: none of the {len(files)} images of class {name!r} can be used "
+                                     f"(first: {first.path}: {first.problem})")
+            self.files = [[p for p in files if p in usable] for files in self.files]
+            self._offsets = np.cumsum([0] + [len(f) for f in self.files])
+        self.skipped = bad
+        warn_skipped(bad, len(paths), f"object images {self.root}")
+        return bad
 
     def _init_state(self) -> None:
         super()._init_state()
@@ -166,6 +187,10 @@ class FolderObjectSource(CachedSource):
                 raise BadImageError(path, f"no usable mask ({e})") from None
             if mask.ndim != 2 or not np.isfinite(mask).all():
                 raise BadImageError(path, f"mask has shape {mask.shape} or non-finite values")
+            if mask.shape != rgb.shape[:2] and mask.shape == rgb.shape[1::-1]:  # turned: made before the
+                # reader applied EXIF orientation (masks of another size are resized, as before)
+                raise BadImageError(path, f"mask is {mask.shape[1]}x{mask.shape[0]} px, the image (after EXIF "
+                                          f"orientation) {rgb.shape[1]}x{rgb.shape[0]} px: a stale mask cache?")
         elif self.use_alpha and alpha is not None:
             mask = alpha
         else:  # not segmented: naive pasting (see ObjectSample)

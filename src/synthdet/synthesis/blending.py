@@ -12,7 +12,8 @@ import math
 import cv2
 import numpy as np
 
-from .compose import blend, mask_box
+from ..utils.boxes import mask_box
+from .compose import blend
 from .config import SynthConfig
 
 

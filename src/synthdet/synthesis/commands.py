@@ -95,6 +95,11 @@ def run_synth(args: argparse.Namespace) -> int:
         png, _ = write_stats({**stats.summary(), "counters": dict(stream.stats)}, args.out, real)
         print(f"wrote {png} and {png.with_suffix('.json')}")
     print(f"wrote {args.count} samples ({args.format}) to {args.out}")
+    left = {what: len(getattr(src, "skipped", [])) for what, src in
+            (("object", stream.objects), ("background", stream.backgrounds), ("distractor", stream.distractors))}
+    if any(left.values()):
+        print("skipped (cannot be used, see the warnings): "
+              + ", ".join(f"{n} {what} images" for what, n in left.items() if n))
     mc = getattr(stream.objects, "mask_counts", None)
     if mc:
         print(f"object masks ({args.segmenter}): {mc['computed'] + mc['cached']} of {mc['total']} images, "

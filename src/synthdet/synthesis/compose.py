@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..utils.boxes import mask_box
 from .config import SynthConfig
 from .placement import BoxPrior, sample_fitted_boxes, sample_fitted_count
 
@@ -86,16 +87,6 @@ def place_boxes(cfg: SynthConfig, rng: np.random.Generator, max_counts: int = 10
         if ok.size:
             return tries[ok[0]]
     return draw(min(1, hi))
-
-
-def mask_box(mask: np.ndarray, threshold: float = 0.0) -> tuple[int, int, int, int] | None:
-    """Tight XYXY box (exclusive end) of ``mask > threshold`` in the mask's own pixels, or None if empty."""
-    fg = mask > threshold
-    cols = np.flatnonzero(fg.any(axis=0))
-    if cols.size == 0:
-        return None
-    rows = np.flatnonzero(fg.any(axis=1))
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
 def label_box(mask: np.ndarray, placed: np.ndarray, threshold: float = 0.0) -> tuple[np.ndarray, bool]:

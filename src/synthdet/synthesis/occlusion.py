@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .compose import mask_box
+from ..utils.boxes import mask_box
 
 
 class Layers:

@@ -269,6 +269,8 @@ def make_stream(objects: str | os.PathLike | ObjectSource,
     :class:`~synthdet.sources.objects.FolderObjectSource`. ``distractors`` (or
     ``config.distractors``): a folder of non-target images, segmented like the objects and pasted
     unlabelled (one class), or an ObjectSource. Extra keyword arguments go to :class:`SynthStream`.
+    The images of folders and lists are checked up front (``precheck`` of the sources): bad ones
+    are skipped, counted (the sources' ``skipped``) and warned about before any work.
     """
     from ..sources.objects import FolderObjectSource
 
@@ -282,12 +284,21 @@ def make_stream(objects: str | os.PathLike | ObjectSource,
             seg = get_segmenter(segmenter, **(segmenter_kwargs or {}))
             masks = MaskCache(Path(cache_dir) if cache_dir is not None else default_cache_dir(), seg)
         src = FolderObjectSource(folder, masks=masks, size=config.object_size, **kwargs)
+        src.precheck(progress=progress)  # bad files skipped and counted before any work
         if masks is not None:
             counts = masks.prepare(src.paths, progress=progress)
             log.info("mask cache for %s (%s): %s", folder, segmenter, counts)
             src.mask_counts = counts  # reported by `synthdet synth` (rejected: failed the quality gates)
         return src
 
+    if isinstance(backgrounds, BackgroundSource):  # checked first: it is cheap, masks are not
+        bg = backgrounds
+    elif isinstance(backgrounds, (str, os.PathLike)):
+        bg = BackgroundSource.from_folder(backgrounds)
+        bg.precheck(progress=progress, where=f"backgrounds {backgrounds}")
+    else:
+        bg = BackgroundSource(list(backgrounds))
+        bg.precheck(progress=progress)
     if isinstance(objects, (str, os.PathLike)):
         source: ObjectSource = folder_source(objects, class_name=class_name, one_class=one_class)
     else:
@@ -298,12 +309,6 @@ def make_stream(objects: str | os.PathLike | ObjectSource,
         distractors = config.distractors
     if isinstance(distractors, (str, os.PathLike)):  # "~" allowed, e.g. in experiment YAML files
         distractors = folder_source(Path(distractors).expanduser(), class_name="distractor", one_class=True)
-    if isinstance(backgrounds, BackgroundSource):
-        bg = backgrounds
-    elif isinstance(backgrounds, (str, os.PathLike)):
-        bg = BackgroundSource.from_folder(backgrounds)
-    else:
-        bg = BackgroundSource(list(backgrounds))
     return SynthStream(source, bg, config, seed=seed, distractors=distractors, **stream_kwargs)
 
 

@@ -1,22 +1,21 @@
-"""Training checkpoints: one dict (model, optimizer, step, RNG states, resolved config, ...),
-written atomically so a killed run never leaves a half-written file, and read with
-``torch.load(weights_only=True)``: a checkpoint holds only tensors and plain Python types, so
-loading one can never run code. Files that need more (pickled objects from elsewhere) are
-refused unless the caller opts in with ``trust=True`` (CLI: ``--trust-checkpoint``)."""
+"""Training checkpoints: one dict (model, optimizer, step, RNG states, resolved config, ...).
+
+The file I/O (atomic writes, weights-only reads, the ``trust`` opt-in) lives in
+:mod:`synthdet.utils.checkpoint` and is re-exported here; this module adds the global RNG states a
+resumed run restores."""
 
 from __future__ import annotations
 
-import pickle
 import random
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..utils.files import atomic_torch_save
+from ..utils.checkpoint import CHECKPOINT_VERSION, load_checkpoint, read_torch_file, save_checkpoint
 
-CHECKPOINT_VERSION = 2
+__all__ = ["CHECKPOINT_VERSION", "load_checkpoint", "read_torch_file", "rng_state", "save_checkpoint",
+           "set_rng_state"]
 
 
 def rng_state() -> dict[str, Any]:
@@ -46,45 +45,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(py_state), gauss))
     if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
-    """Atomically write a checkpoint dict (keys: ``model``, ``detector`` (how to rebuild it),
-    ``optimizer``, ``step``, ``rng``, ``config``, ``best_ap``, ``best_step``, ``curve``, ...)."""
-    path = Path(path)
-    atomic_torch_save({"version": CHECKPOINT_VERSION, **state}, path)
-    return path
-
-
-def read_torch_file(path: str | Path, trust: bool = False) -> Any:
-    """``torch.load`` on the CPU with ``weights_only=True`` unless ``trust``; every failure is a
-    one-line ``ValueError`` naming the file (a file needing more than weights says how to opt in)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=not trust)
-    except pickle.UnpicklingError as e:
-        if trust:
-            raise ValueError(f"{path}: unreadable checkpoint ({e})") from None
-        raise ValueError(f"{path}: refused: the file holds more than tensors and plain types, and unpickling it "
-                         f"could run code ({_what_was_refused(e)}). Load it only if you trust its source: "
-                         "--trust-checkpoint (Python: trust=True)") from None
-    except Exception as e:  # noqa: BLE001 - any other problem is a bad file
-        raise ValueError(f"{path}: unreadable checkpoint ({type(e).__name__}: {str(e)[:200]})") from None
-
-
-def _what_was_refused(e: Exception) -> str:
-    """The line of torch's weights-only refusal that names the object (e.g. ``GLOBAL posix.system``)."""
-    import re
-
-    m = re.search(r"(Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+|GLOBAL [\w.]+)", str(e))
-    return m.group(1) if m else type(e).__name__
-
-
-def load_checkpoint(path: str | Path, trust: bool = False) -> dict[str, Any]:
-    """Read a checkpoint written by :func:`save_checkpoint` (on CPU); a clear error if unusable."""
-    state = read_torch_file(path, trust)
-    if not isinstance(state, dict) or "model" not in state:
-        raise ValueError(f"{path}: not a synthdet checkpoint (no 'model' entry)")
-    return state

@@ -56,6 +56,9 @@ def _real(p: argparse.ArgumentParser, val: bool = True) -> None:
     if val:
         p.add_argument("--val", default=None, help="validation data (default: none, final weights kept)")
         p.add_argument("--val-split", default=None)
+    p.add_argument("--skip-bad-images", action="store_true",
+                   help="drop images that cannot be used (missing, unreadable, truncated, wrong size) and their "
+                        "boxes, counted in the log and OUT/result.json (default: refuse the dataset before any work)")
 
 
 def _synth(p: argparse.ArgumentParser) -> None:
@@ -139,15 +142,20 @@ def _model(args: argparse.Namespace, num_classes: int, cfg: Any):
 
 
 def _read_real(args: argparse.Namespace, path: str, split: str | None, subset: bool):
+    """Records of a real dataset, its images checked before any work (bad ones refused, or with
+    ``--skip-bad-images`` dropped), then the ``--n-real`` subset; and the bad files."""
     from ..datasets import read_dataset
+    from ..datasets.check import check_records
     from ..datasets.subsets import nested_subsets
 
     records, names = read_dataset(args.format, path, split=split)
     if not records:
         raise ValueError(f"{path}: no images")
+    records, bad = check_records(records, str(path), skip_bad=args.skip_bad_images,
+                                 progress=not args.no_progress)
     if subset and args.n_real != -1:
         records = nested_subsets(records, [args.n_real], seed=args.subset_seed)[args.n_real]
-    return records, names
+    return records, names, bad
 
 
 def _stream(args: argparse.Namespace):
@@ -168,15 +176,26 @@ def _stream(args: argparse.Namespace):
                        seed=args.synth_seed, progress=not args.no_progress, box_prior=prior)
 
 
-def _report(result: Any, out: Path) -> None:
+def _report(result: Any, out: Path, skipped: dict[str, list] | None = None) -> None:
+    """``OUT/result.json`` (the run's outcome and ``skipped_images``: per input, the files left
+    out and why) and the closing line."""
     from dataclasses import asdict
 
     from ..utils.files import atomic_write_json
 
     summary = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result).items() if k != "losses"}
+    skipped = {k: [b.as_dict() for b in v] for k, v in (skipped or {}).items() if v}
+    summary["skipped_images"] = {"count": sum(len(v) for v in skipped.values()), **skipped}
     atomic_write_json(out / "result.json", summary)
     best = "" if result.best_ap is None else f", best val AP50 {result.best_ap:.4f} at step {result.best_step}"
-    print(f"{result.steps} iterations in {result.seconds:.1f}s{best}; checkpoint {result.checkpoint}")
+    left = f"; {summary['skipped_images']['count']} bad images skipped (see result.json)" if skipped else ""
+    print(f"{result.steps} iterations in {result.seconds:.1f}s{best}; checkpoint {result.checkpoint}{left}")
+
+
+def _stream_skipped(stream: Any) -> dict[str, list]:
+    """The object / background / distractor images a stream's sources left out up front."""
+    parts = {"objects": stream.objects, "backgrounds": stream.backgrounds, "distractors": stream.distractors}
+    return {k: list(getattr(src, "skipped", [])) for k, src in parts.items() if src is not None}
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
@@ -187,35 +206,37 @@ def run_pretrain(args: argparse.Namespace) -> int:
     model = _model(args, len(stream.class_names), cfg)
     result = pretrain(model, stream, cfg, args.out, resume=not args.no_resume,
                       trust_checkpoint=args.trust_checkpoint)
-    _report(result, args.out)
+    _report(result, args.out, _stream_skipped(stream))
     return 0
 
 
 def _real_datasets(args: argparse.Namespace, image_size: int):
     from ..datasets import DetectionDataset
 
-    train, names = _read_real(args, args.train, args.train_split, subset=True)
-    val = None
+    train, names, bad_train = _read_real(args, args.train, args.train_split, subset=True)
+    val, bad_val = None, []
     if args.val:
-        val_records, val_names = _read_real(args, args.val, args.val_split, subset=False)
+        val_records, val_names, bad_val = _read_real(args, args.val, args.val_split, subset=False)
         if val_names and names and val_names != names:
             raise ValueError(f"class names differ between --train {names} and --val {val_names}")
         val = DetectionDataset(val_records, resize=image_size)
     num_classes = max(names) if names else int(max((int(r.labels.max()) for r in train if len(r.labels)),
                                                    default=1))
-    return DetectionDataset(train, resize=image_size), val, names, num_classes, len(train)
+    skipped = {"train": bad_train, "val": bad_val}
+    train_ds = DetectionDataset(train, resize=image_size, skip_unreadable=args.skip_bad_images)
+    return train_ds, val, names, num_classes, len(train), skipped
 
 
 def run_finetune(args: argparse.Namespace) -> int:
     from .protocol import finetune
 
     cfg = _train_config(args, "finetune")
-    train, val, names, k, n = _real_datasets(args, cfg.image_size)
+    train, val, names, k, n, skipped = _real_datasets(args, cfg.image_size)
     model = _model(args, k, cfg)
     print(f"finetuning {model.synthdet_meta['name']} on {n} real images, {k} classes")
     result = finetune(model, train, val, cfg, args.out, resume=not args.no_resume, class_names=names,
                       trust_checkpoint=args.trust_checkpoint)
-    _report(result, args.out)
+    _report(result, args.out, skipped)
     return 0
 
 
@@ -224,12 +245,12 @@ def run_mixed(args: argparse.Namespace) -> int:
     from .protocol import mixed
 
     cfg = _train_config(args, "mixed")
-    train, val, names, k, n = _real_datasets(args, cfg.image_size)
+    train, val, names, k, n, skipped = _real_datasets(args, cfg.image_size)
     stream = _stream(args)
     synth = stream if args.pool is None else SynthPool(stream, args.pool)
     model = _model(args, k, cfg)
     result = mixed(model, train, synth, cfg, args.out, real_fraction=args.real_fraction, val_dataset=val,
                    resume=not args.no_resume, class_names=names, trust_checkpoint=args.trust_checkpoint)
-    _report(result, args.out)
+    _report(result, args.out, {**skipped, **_stream_skipped(stream)})
     print(json.dumps({"real_images": n, "pool": args.pool, "real_fraction": args.real_fraction}))
     return 0

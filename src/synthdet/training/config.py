@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Mapping, Optional
 
 # Named recipes: settings applied under the user's own. ``paper``: the paper's Adam 1e-4, constant.
-# ``short``: for budgets of a few hundred iterations (chosen by measurement, README "Detectors"):
+# ``short``: for budgets of a few hundred iterations (chosen by measurement, docs/detectors.md):
 # AdamW, linear warmup then cosine decay, an EMA of the weights (validated and checkpointed),
 # gradient clipping, validation of the starting weights, augmentation of real images.
 RECIPES: dict[str, dict[str, Any]] = {
@@ -43,6 +43,9 @@ class TrainConfig:
     # CPU: cut each batch into this many parts trained in parallel threads, one intra-op thread
     # each (synthdet.training.shards; same gradient up to rounding). 0 = one per core, 1 = off
     cpu_shards: int = 0
+    # backbone blocks kept fixed during this run (fcos_efficientnet_lite0: 0..16, the stem always);
+    # None = as the model was built (its ``frozen_blocks``)
+    frozen_blocks: Optional[int] = None
     device: str = "auto"
     amp: bool = True
     seed: int = 0

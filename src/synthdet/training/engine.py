@@ -156,6 +156,8 @@ class _Run:
         self.device = device
         self.amp = bool(cfg.amp and device.type == "cuda")
         self.net = model.to(device)
+        if cfg.frozen_blocks is not None:
+            _freeze_blocks(self.net, cfg.frozen_blocks)
         self.optimizer = make_optimizer(self.net, cfg)
         self.scheduler = make_scheduler(self.optimizer, cfg)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp)
@@ -265,6 +267,15 @@ class _Run:
         self.losses.append({"step": self.step, **mean})
         self.window = []
         return mean
+
+
+def _freeze_blocks(net: nn.Module, n: int) -> None:
+    """``cfg.frozen_blocks``: keep the first ``n`` backbone blocks fixed in this run."""
+    backbone = getattr(net, "backbone", None)
+    if not hasattr(backbone, "freeze_blocks"):
+        raise ValueError(f"frozen_blocks is a setting of fcos_efficientnet_lite0's backbone; "
+                         f"{type(net).__name__} has no such blocks")
+    backbone.freeze_blocks(n)
 
 
 def _make_shards(net: nn.Module, cfg: TrainConfig, device: torch.device, info: DistInfo) -> Optional[ShardedStep]:

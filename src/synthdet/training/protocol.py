@@ -33,7 +33,8 @@ def augmented(dataset: torch.utils.data.Dataset, cfg: TrainConfig,
     if getattr(transform, "train_size", None):
         crop = {"crop_size": int(transform.train_size), "image_size": int(transform.max_size)}
     return DetectionDataset(dataset.records, resize=dataset.resize,
-                            transform=RealAugment(mosaic_p=cfg.mosaic_p, **crop), seed=cfg.seed)
+                            transform=RealAugment(mosaic_p=cfg.mosaic_p, **crop), seed=cfg.seed,
+                            skip_unreadable=dataset.skip_unreadable)
 
 
 def _val_fn(

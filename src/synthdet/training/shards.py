@@ -15,7 +15,7 @@ number of images. The step therefore computes the same gradient as the unsharded
 rounding (tested). Models with BatchNorm layers that use batch statistics are not sharded
 (:func:`shardable`): their statistics would be those of a shard.
 
-``bench/train_step.py`` measures the gain (README, "Measured figures").
+``bench/train_step.py`` measures the gain (docs/detectors.md, "Training speed").
 """
 
 from __future__ import annotations

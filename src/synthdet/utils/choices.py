@@ -35,5 +35,5 @@ class LazyChoices:
 
 
 DETECTORS = LazyChoices("synthdet.models:list_detectors")
-SEGMENTERS = LazyChoices("synthdet.segmentation.base:list_segmenters", separator=",")  # "a,b": fallback chain
+SEGMENTERS = LazyChoices("synthdet.segmentation.registry:list_segmenters", separator=",")  # "a,b": fallback chain
 DATASET_FORMATS = LazyChoices("synthdet.datasets.registry:list_formats")

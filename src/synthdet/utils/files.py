@@ -29,6 +29,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as e:
+        if e.filename is None and e.errno:  # e.g. a full disk during write(): name the file
+            raise OSError(e.errno, e.strerror or os.strerror(e.errno), str(path)) from e
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -78,15 +82,43 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` through a temporary file and an atomic rename."""
+    """``torch.save`` through a temporary file and an atomic rename. A failed write (a full disk)
+    raises its OSError naming ``path``, not torch's serializer message."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        writer = _RecordingWriter(f)
+        try:
+            torch.save(obj, writer)
+        except RuntimeError:
+            if writer.error is not None:
+                raise writer.error from None
+            raise
+
+
+class _RecordingWriter:
+    """A file for ``torch.save`` that keeps the OSError of a failed write (torch reports it as
+    an ``unexpected pos`` RuntimeError)."""
+
+    def __init__(self, f: Any) -> None:
+        self.f, self.error = f, None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self.f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
 def list_images(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
-    """Sorted image files under ``root`` (hidden files skipped). Raises if ``root`` is missing."""
+    """Sorted image files under ``root`` (hidden files skipped). Raises if ``root`` is missing.
+
+    Image-named symlinks that lead nowhere (a missing target, a loop) are listed too, so that the
+    input checks name them instead of the file silently not being there."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image folder not found: {root}")
@@ -94,7 +126,8 @@ def list_images(root: str | os.PathLike, recursive: bool = True) -> list[Path]:
     return sorted(
         p
         for p in it
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+        and (p.is_file() or (p.is_symlink() and not p.exists()))
     )
 
 

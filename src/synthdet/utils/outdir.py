@@ -113,8 +113,11 @@ def locked(folder: str | os.PathLike) -> Iterator[Path]:
     path = _lock_path(folder)
     fd = _acquire(path, fcntl)
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as e:  # e.g. a full disk: name the lock file
+            raise OSError(e.errno, e.strerror, str(path)) from e
         yield path
     finally:
         with contextlib.suppress(FileNotFoundError):

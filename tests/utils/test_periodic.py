@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from synthdet.training.periodic import Periodic, read_state
+from synthdet.utils.periodic import Periodic, read_state
 
 
 def test_history_windows_and_checkpoint_period(tmp_path):

@@ -5,7 +5,8 @@ KEY=VALUE`` of ``RedoConfig``) once per seed on the images only (no masks, no bo
 checkpoint scores the object masks of all training images against their true masks (the true
 masks never reach the training). Writes ``OUT/<label>_seed<k>.csv`` (one row per checkpoint:
 step, wall and process-CPU minutes, mean IoU, the object's area, the losses), ``OUT/curves.png``
-(IoU against wall minutes and against CPU minutes of every CSV in ``OUT``) and prints per seed:
+(IoU against wall minutes and against CPU minutes of every CSV in ``OUT``) and prints per seed
+(also into ``OUT/<label>_summary.json``): the IoU of the prior alone and after the warm start,
 the mean IoU of the checkpoint the fit returns (scored at each image's own size, as ``bench/
 segmentation.py`` does), iterations, wall and CPU minutes, restarts.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import resource
 import sys
@@ -31,7 +33,9 @@ import torch
 import torch.nn.functional as F
 
 from synthdet.segmentation.metrics import evaluate_segmenter, paired_files
-from synthdet.segmentation.redo import RedoConfig, RedoSegmenter, fit_redo, load_redo_checkpoint
+from synthdet.segmentation.redo import RedoConfig, load_redo_checkpoint
+from synthdet.segmentation.redo_segmenter import RedoSegmenter
+from synthdet.segmentation.redo_train import fit_redo
 from synthdet.segmentation.simple import read_mask
 from synthdet.utils.config import from_dict, load_yaml, parse_key_value, to_dict
 
@@ -61,14 +65,20 @@ def run_seed(cfg: RedoConfig, pairs: list, images: Path, true_masks: Path, out: 
     same = all(t.shape == shape for t in trues.values())
     t0, c0 = time.perf_counter(), _cpu_seconds()
     rows: list[dict] = []
+    prior: dict[str, float] = {}
+
+    def score(masks: torch.Tensor, names: list) -> float:
+        if same:
+            return _mean_iou(masks, torch.from_numpy(np.stack([trues[p] for p in names])))
+        return float(np.mean([_mean_iou(m[None], torch.from_numpy(trues[p])[None])  # sizes differ: one by one
+                              for m, p in zip(masks, names)]))
 
     def hook(info: dict) -> None:
         masks = info["object_masks"]
-        if same:
-            iou = _mean_iou(masks, torch.from_numpy(np.stack([trues[p] for p in info["paths"]])))
-        else:  # images of different sizes: one at a time
-            iou = float(np.mean([_mean_iou(m[None], torch.from_numpy(trues[p])[None])
-                                 for m, p in zip(masks, info["paths"])]))
+        iou = score(masks, info["paths"])
+        if info.get("prior") is not None:
+            prior["iou"] = score(info["prior"].float(), info["paths"])
+            print(f"  the {cfg.prior} prior alone: IoU {prior['iou']:.3f}", flush=True)
         row = info["row"] or {}
         rows.append({"step": info["step"], "wall_min": round((time.perf_counter() - t0) / 60, 3),
                      "cpu_min": round((_cpu_seconds() - c0) / 60, 3), "iou": round(iou, 4),
@@ -87,7 +97,8 @@ def run_seed(cfg: RedoConfig, pairs: list, images: Path, true_masks: Path, out: 
     last = load_redo_checkpoint(out / "last.pt")
     seg = RedoSegmenter(ckpt, progress=False)
     r = evaluate_segmenter(seg, images, true_masks, progress=False)
-    return {"seed": cfg.seed, "checkpoint": ckpt.name, "step": state["step"], "iterations": last["step"],
+    return {"seed": cfg.seed, "prior_iou": prior.get("iou", float("nan")), "warm_iou": rows[0]["iou"] if rows else
+            float("nan"), "checkpoint": ckpt.name, "step": state["step"], "iterations": last["step"],
             "iou": r["iou"], "wall_min": wall, "cpu_min": cpu, "restarts": last["guard"]["restarts"],
             "region": state["object_region"], "orientation": state.get("orientation", {}).get("rule", "")}
 
@@ -158,11 +169,14 @@ def main(argv: list[str] | None = None) -> int:
                                 args.out / f"{args.label}_seed{seed}.csv"))
     plot(args.out)
     print(f"\n{args.label} on {args.images} ({len(pairs)} images, {args.threads} thread(s))\n")
-    print("| seed | mean IoU | checkpoint (step) | iterations | wall min | CPU min | restarts | object region |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| seed | prior alone | after the warm start | mean IoU | checkpoint (step) | iterations | wall min "
+          "| CPU min | restarts | object region |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['seed']} | {r['iou']:.3f} | {r['checkpoint']} ({r['step']}) | {r['iterations']} "
+        print(f"| {r['seed']} | {r['prior_iou']:.3f} | {r['warm_iou']:.3f} | {r['iou']:.3f} "
+              f"| {r['checkpoint']} ({r['step']}) | {r['iterations']} "
               f"| {r['wall_min']:.1f} | {r['cpu_min']:.1f} | {r['restarts']} | {r['region']} ({r['orientation']}) |")
+    (args.out / f"{args.label}_summary.json").write_text(json.dumps(results, indent=1))
     ious = [r["iou"] for r in results]
     print(f"\nmean IoU {np.mean(ious):.3f} +- {np.std(ious):.3f} over {len(ious)} seed(s); "
           f"lowest {min(ious):.3f}")

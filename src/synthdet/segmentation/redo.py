@@ -13,8 +13,8 @@ networks are in :mod:`.redo_nets`.
   weight ``w_info``), which rules out the degenerate "one region is everything" solution.
 
 **The CPU recipe** (the defaults of :class:`RedoConfig`; what each part does, measured on the
-birds benchmark, is in ``docs/segmentation-redo.md``): the official networks learn nothing in 30
-CPU minutes (their IoU on the birds stayed below the centred ellipse's). The recipe keeps the
+birds benchmark, is in ``docs/segmentation.md``, section ReDO): the official networks learn nothing
+in 30 CPU minutes (their IoU on the birds stayed below the centred ellipse's). The recipe keeps the
 objective and changes what is slow or unstable on a CPU:
 
 * the mask network reads **frozen EfficientNet-Lite0 ImageNet features** (``mask_net: lite0``,
@@ -43,15 +43,15 @@ it region 0); without one, the region whose mask occupies the *least of the imag
 (classification images frame their object). It is computed at every checkpoint and stored in
 it (``object_region``, ``orientation``); ``RedoSegmenter(region=k)`` overrides it.
 
-Training (``fit_redo``, with the collapse guard and the best-checkpoint rule) lives in
-:mod:`synthdet.segmentation.redo_train`, which builds on this module (never the other way).
+This module holds the settings and the checkpoint format. Training (``fit_redo``, with the
+collapse guard and the best-checkpoint rule) lives in :mod:`.redo_train`, the segmenter
+(``RedoSegmenter``, which fits itself and caches the fit like ``cosegment``) in
+:mod:`.redo_segmenter`; both build on this module (never the other way).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,21 +61,15 @@ import cv2
 import numpy as np
 import torch
 
-from ..utils.config import ConfigError, from_dict, to_dict
-from ..utils.device import resolve_device
-from ..utils.files import file_digest
+from ..utils.config import ConfigError
 from ..utils.periodic import read_state
-from .base import as_rgb, safe_key
-from .redo_nets import FeatureMaskNet, MaskNet, Redo, build_mask_net, build_redo, run_mask_net  # noqa: F401
-from .redo_prior import PRIORS, FeatureFn, border_occupancy, image_features, object_region  # noqa: F401
-
-log = logging.getLogger(__name__)
+from .base import as_rgb
+from .redo_prior import PRIORS
 
 CHECKPOINT_FORMAT = "synthdet-redo"
 CHECKPOINT_VERSION = 2
 RESOLUTIONS = (32, 64, 128)
 MASK_NETS = ("lite0", "pixels")
-FIT_VERSION = 1  # of the cached fits of RedoSegmenter.fit
 # Settings that fix the network shapes: a resumed run must use the same values.
 _ARCH_FIELDS = ("resolution", "num_regions", "z_dim", "mask_net", "feature_size", "mask_channels",
                 "mask_res_blocks", "pixel_channels", "gen_channels", "disc_channels", "enc_channels")
@@ -101,7 +95,7 @@ class RedoConfig:
     enc_channels: int = 16         # information-conservation (z recovery) encoder
     temperature: float = 1.0       # mask softmax temperature
     batch_size: int = 16
-    iterations: int = 100_000      # upper bound; time_limit_minutes usually ends the fit
+    iterations: int = 1000         # 300 with the mask fixed, then 700 of ReDO (docs/segmentation.md, ReDO)
     lr_mask: float = 1e-4
     lr_gen: float = 1e-3
     lr_disc: float = 1e-4
@@ -220,119 +214,3 @@ def load_redo_checkpoint(path: str | os.PathLike, resolution: int | None = None)
 def redo_config_with(cfg: RedoConfig, **changes: Any) -> RedoConfig:
     """``cfg`` with some fields replaced (``None`` values ignored), validated."""
     return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
-
-
-# --------------------------------------------------------------------------- inference
-
-
-def _cache_root() -> Path:
-    root = os.environ.get("SYNTHDET_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "synthdet")
-    return Path(root) / "redo"
-
-
-class RedoSegmenter:
-    """``redo``: a trained ReDO mask network; the object region from the checkpoint (or ``region=``).
-
-    With ``checkpoint`` (a file or a :func:`fit_redo` folder) it segments at once. Without one it
-    fits itself like ``cosegment``: :meth:`fit` trains ReDO on the class's images with the
-    :class:`RedoConfig` fields given as keyword ``settings`` (the CPU recipe by default) into
-    ``state_dir/<digest>/`` (default ``$SYNTHDET_CACHE/redo``), the digest naming the settings
-    and the images' contents, so a second fit of the same images is loaded, a killed one resumes
-    and a changed folder is refitted. Each image is squashed to the working resolution (and to
-    ``feature_size`` for the Lite0 features), segmented, and the object region's soft mask is
-    resized back to the image's ``HxW``. ``features``: a :data:`~.redo_prior.FeatureFn`
-    replacing Lite0 (tests).
-    """
-
-    name = "redo"
-
-    def __init__(self, checkpoint: str | os.PathLike | None = None, device: str = "cpu", batch_size: int = 32,
-                 region: int | None = None, resolution: int | None = None,
-                 state_dir: str | os.PathLike | None = None, features: FeatureFn | None = None,
-                 progress: bool = True, **settings: Any):
-        self.device = resolve_device(device)
-        self.batch_size = batch_size
-        self.region_override = region
-        self.features = features
-        self.progress = progress
-        self.state_dir = Path(state_dir) if state_dir is not None else _cache_root()
-        self.fit_config = from_dict(RedoConfig, {**settings, "device": str(self.device)}, where="redo settings")
-        self.checkpoint: Path | None = None
-        self._given = checkpoint is not None
-        if checkpoint is not None:
-            self._load(checkpoint, resolution)
-
-    def _load(self, checkpoint: str | os.PathLike, resolution: int | None = None) -> None:
-        path = checkpoint_file(checkpoint)
-        state = load_redo_checkpoint(path, resolution=resolution)
-        self.config = from_dict(RedoConfig, state["config"], where=f"{path} config")
-        self.resolution = self.config.resolution
-        self.region = int(state["object_region"] if self.region_override is None else self.region_override)
-        if not 0 <= self.region < self.config.num_regions:
-            raise ValueError(f"region {self.region} out of range for {self.config.num_regions} regions")
-        self.net = build_mask_net(self.config)
-        self.net.load_state_dict(state["mask"])
-        self.net.to(self.device).eval()
-        self.checkpoint = path
-        self.step = int(state["step"])
-        self._key = safe_key("redo", file_digest(path, 12), f"r{self.region}")
-
-    @property
-    def fitted(self) -> bool:
-        return self.checkpoint is not None
-
-    def fit_dir(self, paths: Sequence[str | os.PathLike]) -> Path:
-        """The cache folder of a fit of these images with these settings."""
-        h = hashlib.blake2b(digest_size=12)
-        settings = {k: v for k, v in to_dict(self.fit_config).items() if k not in ("device", "preview_every")}
-        h.update(repr((FIT_VERSION, sorted(settings.items()), self.features is None)).encode())
-        for p in sorted(Path(p) for p in paths):
-            h.update(file_digest(p).encode())
-        return self.state_dir / h.hexdigest()
-
-    def fit(self, paths: Sequence[str | os.PathLike]) -> str:
-        """Train ReDO on ``paths`` (or load that fit from the cache); ``"given"`` when a checkpoint
-        was passed, else ``"loaded"`` or ``"fitted"``. Same settings and images -> same folder."""
-        if self._given:
-            return "given"
-        import json
-
-        from ..utils.files import atomic_write_json
-        from .redo_train import fit_redo
-
-        out = self.fit_dir(paths)
-        done = out / "done.json"
-        if done.is_file():
-            self._load(out / json.loads(done.read_text())["checkpoint"])
-            return "loaded"
-        log.info("ReDO: fitting on %d images into %s (budget %s min)", len(paths), out,
-                 self.fit_config.time_limit_minutes)
-        ckpt = fit_redo(list(paths), self.fit_config, out, resume=True, progress=self.progress,
-                        features=self.features)
-        atomic_write_json(done, {"checkpoint": ckpt.name, "images": len(paths)})
-        self._load(ckpt)
-        return "fitted"
-
-    def cache_key(self) -> str:
-        return self._key if self.checkpoint is not None else "redo-unfitted"
-
-    @torch.inference_mode()
-    def segment(self, images: Sequence[np.ndarray], paths: Sequence[Path] | None = None) -> list[np.ndarray]:
-        if self.checkpoint is None:
-            raise RuntimeError("redo has no checkpoint: pass checkpoint= or call fit(paths) on the class's images")
-        out: list[np.ndarray] = []
-        lite0 = isinstance(self.net, FeatureMaskNet)
-        for i in range(0, len(images), self.batch_size):
-            chunk = [as_rgb(im) for im in images[i : i + self.batch_size]]
-            x = to_square_tensor(chunk, self.resolution).to(self.device)
-            feats = None
-            if lite0:
-                f16, f32 = image_features(chunk, self.config.feature_size, self.features)
-                feats = (torch.from_numpy(f16).to(self.device), torch.from_numpy(f32).to(self.device))
-            masks = run_mask_net(self.net, x, feats)[:, self.region].float().cpu().numpy()
-            for im, m in zip(chunk, masks):
-                h, w = im.shape[:2]
-                if (h, w) != m.shape:
-                    m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
-                out.append(np.clip(m, 0.0, 1.0).astype(np.float32))
-        return out

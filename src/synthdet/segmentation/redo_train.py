@@ -64,7 +64,8 @@ from .redo_prior import FeatureFn, RedoData, load_redo_data, object_region, prio
 log = logging.getLogger(__name__)
 
 # Called at every checkpoint with {"step", "seconds", "row", "paths", "object_masks": (N, R, R) soft
-# masks of the object region of every training image, in "paths" order} (benchmarks score them).
+# masks of the object region of every training image, in "paths" order} (benchmarks score them);
+# first at step 0 after the warm start, with "prior": the (N, R, R) uint8 prior masks (or None).
 CheckpointHook = Callable[[dict[str, Any]], None]
 
 
@@ -209,7 +210,7 @@ class _Training:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        return {"warm_bce": float(loss)}
+        return {"warm_bce": float(loss.detach())}
 
     def step(self, data: RedoData, step: int, ckpt: Path) -> dict[str, float]:
         """One ReDO update of all four networks (step ``step``, 0-based); returns the step's losses,
@@ -251,7 +252,7 @@ class _Training:
         opts["disc"].step()
         md = m.detach()
         return {"loss_d": loss_d.item(), "loss_g_adv": loss_adv.item(), "loss_info": loss_info.item(),
-                "loss_prior": float(loss_p), "area": float(md[:, 0].mean()),
+                "loss_prior": float(loss_p.detach()), "area": float(md[:, 0].mean()),
                 "min_region_area": float(region_areas(md).min())}
 
 
@@ -399,7 +400,7 @@ def fit_redo(images: str | os.PathLike | Sequence[str | os.PathLike], cfg: RedoC
         masks = tr.all_masks(data)
         region = object_region(masks, data.prior)[0]
         on_checkpoint({"step": 0, "seconds": run.elapsed(), "row": None, "paths": paths,
-                       "object_masks": masks[:, region]})
+                       "object_masks": masks[:, region], "prior": None if data.prior is None else data.prior[:, 0]})
     if state is not None:
         tr.load(state)
         if guard.exhausted(cfg):

@@ -269,7 +269,8 @@ def step_point(ctx: Ctx, out: Path) -> Result:
 def step_redo(ctx: Ctx, out: Path) -> Result:
     from synthdet.segmentation import get_segmenter
     from synthdet.segmentation.metrics import evaluate_segmenter
-    from synthdet.segmentation.redo import RedoConfig, RedoSegmenter
+    from synthdet.segmentation.redo import RedoConfig
+    from synthdet.segmentation.redo_segmenter import RedoSegmenter
     from synthdet.segmentation.redo_train import fit_redo
 
     s, bench = ctx.sizes, ctx.need_setup()

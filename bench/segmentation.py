@@ -10,6 +10,14 @@ through. Prints two Markdown tables: mask quality, and the quality of the labels
     python bench/segmentation.py --images ROOT/birds/classification/images \
         --true-masks ROOT/birds/classification/true_masks [--redo-checkpoint /tmp/redo_birds] [--limit N]
 
+Other classes, for the check that a segmenter is not tuned to the birds: ``--make-class-set NAME
+OUT`` renders 150 images of one class (``mammals``, ``fruit``, ``fish``, ``insects``, ``tools``: the
+tuxpaint cut-out photographs of the Debian package the birds come from, fetched like the
+benchmark's distractors) exactly like the benchmark's classification images (128 px, one object
+centred on a crop of a synthesis background photo), with the cut-out's alpha as true mask, into
+``OUT/images`` and ``OUT/true_masks``; then score with ``--images OUT/images --true-masks
+OUT/true_masks``.
+
 Without the birds benchmark, ``--make-dev-set OUT`` builds a small stand-in: bird cut-outs with
 alpha (tuxpaint stamps) pasted roughly centred on crops of nature photos, the alpha as true mask,
 split by bird into ``OUT/train/images`` (for ReDO) and ``OUT/eval/{images,true_masks}``.
@@ -85,6 +93,37 @@ def make_dev_set(out: Path, n_train: int = 600, n_eval: int = 150, seed: int = 0
           f"({len(splits['train'])} train birds, {len(splits['eval'])} eval birds)")
 
 
+# Class name -> tuxpaint stamp folder (usr/share/tuxpaint/stamps/...) of --make-class-set.
+CLASS_FOLDERS = {"mammals": "animals/mammals", "fruit": "food/fruit", "fish": "animals/fish",
+                 "insects": "animals/insects", "tools": "household/tools"}
+
+
+def make_class_set(name: str, out: Path, count: int = 150, seed: int = 0) -> None:
+    """Render ``count`` classification-style images of class ``name`` with true masks (module docstring)."""
+    from synthdet.datasets.birds import load_birds
+    from synthdet.datasets.birds.build import BirdsConfig
+    from synthdet.datasets.birds.distractors import fetch_distractor_cutouts
+    from synthdet.datasets.birds.render import load_cutout, random_crop, render_classification
+
+    folder = f"/{CLASS_FOLDERS[name]}/"
+    cuts = [load_cutout(p) for p in fetch_distractor_cutouts() if folder in p.as_posix()]
+    cfg, bench = BirdsConfig(), load_birds()
+    photos = [read_image(p) for p in list_images(bench.backgrounds_dir)]
+    written = 0
+    for k in range(count):
+        rng = np.random.default_rng([seed, 11, k])
+        bg = random_crop(photos[int(rng.integers(len(photos)))], cfg.classification_size, rng, cfg.crop_scale)
+        try:
+            r = render_classification(bg, cuts[k % len(cuts)], rng, scale=cfg.classification_scale,
+                                      lighting=cfg.lighting, edge_blur=cfg.edge_blur, noise_std=cfg.noise_std)
+        except ValueError:  # a thin cut-out whose alpha vanished at this scale
+            continue
+        write_image(out / "images" / f"{name}_{k:04d}.jpg", r.image, quality=90)
+        write_image(out / "true_masks" / f"{name}_{k:04d}.png", r.masks[0].astype(np.uint8) * 255)
+        written += 1
+    print(f"{name}: {written} images of {len(cuts)} cut-outs in {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--images", type=Path, help="default: the birds benchmark's classification images")
@@ -97,10 +136,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="score only the first N images")
     ap.add_argument("--json", type=Path, help="also write the rows as JSON")
     ap.add_argument("--make-dev-set", type=Path, metavar="OUT", help="build the stand-in dev set and exit")
+    ap.add_argument("--make-class-set", nargs=2, metavar=("NAME", "OUT"),
+                    help=f"render a 150-image class set ({', '.join(CLASS_FOLDERS)}) with true masks and exit")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.make_dev_set:
         make_dev_set(args.make_dev_set)
+        return 0
+    if args.make_class_set:
+        name, out = args.make_class_set
+        if name not in CLASS_FOLDERS:
+            ap.error(f"--make-class-set: unknown class {name!r}; choose one of {', '.join(CLASS_FOLDERS)}")
+        make_class_set(name, Path(out))
         return 0
     if not (args.images and args.true_masks):
         from synthdet.datasets.birds import load_birds

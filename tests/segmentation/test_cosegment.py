@@ -14,50 +14,6 @@ from synthdet.segmentation.metrics import evaluate_segmenter
 from synthdet.utils.image import write_image
 
 
-def _texture(rng: np.random.Generator, s: int) -> np.ndarray:
-    """A random background: stripes, checks or smooth colour noise."""
-    kind = rng.integers(3)
-    yy, xx = np.mgrid[:s, :s]
-    a, b = rng.integers(0, 256, 3), rng.integers(0, 256, 3)
-    if kind == 0:
-        t = (np.sin((xx * rng.uniform(-1, 1) + yy * rng.uniform(-1, 1)) * rng.uniform(0.3, 0.8)) > 0)
-    elif kind == 1:
-        k = int(rng.integers(4, 10))
-        t = ((xx // k + yy // k) % 2) == 0
-    else:
-        t = cv2.resize(rng.random((6, 6)).astype(np.float32), (s, s)) > 0.5
-    img = np.where(t[..., None], a, b).astype(np.float32) + rng.normal(0, 8, (s, s, 3))
-    return img.clip(0, 255).astype(np.uint8)
-
-
-def _object(rng: np.random.Generator, s: int) -> tuple[np.ndarray, np.ndarray]:
-    """The shared object: a red disc with black spots, off-centre a little, random size."""
-    r = rng.uniform(0.22, 0.3) * s
-    cy, cx = s / 2 + rng.uniform(-0.08, 0.08) * s, s / 2 + rng.uniform(-0.08, 0.08) * s
-    yy, xx = np.mgrid[:s, :s]
-    mask = ((yy - cy) ** 2 + (xx - cx) ** 2) <= r * r
-    colour = np.zeros((s, s, 3), np.float32)
-    colour[:] = (210, 30, 25)
-    for dy, dx in ((-0.4, -0.4), (0.3, -0.35), (-0.3, 0.4), (0.35, 0.3), (0.0, 0.0)):
-        spot = ((yy - cy - dy * r) ** 2 + (xx - cx - dx * r) ** 2) <= (0.18 * r) ** 2
-        colour[spot] = (15, 15, 15)
-    return colour, mask
-
-
-@pytest.fixture(scope="module")
-def shape_class(tmp_path_factory) -> tuple[Path, Path]:
-    """Twelve 64x64 images of one object on varied textures, with true masks."""
-    root = tmp_path_factory.mktemp("shape_class")
-    rng = np.random.default_rng(0)
-    for i in range(12):
-        img = _texture(rng, 64).astype(np.float32)
-        colour, mask = _object(rng, 64)
-        img[mask] = colour[mask] + rng.normal(0, 6, (int(mask.sum()), 3))
-        write_image(root / "images" / f"s{i:02d}.png", img.clip(0, 255).astype(np.uint8))
-        write_image(root / "true" / f"s{i:02d}.png", (mask * 255).astype(np.uint8))
-    return root / "images", root / "true"
-
-
 def _colour_features(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A features hook without weights (tests of the mechanics): mean Lab colour per 16 / 32 px cell."""
     lab = np.stack([cv2.cvtColor(im, cv2.COLOR_RGB2LAB) for im in batch]).astype(np.float32) / 255.0

@@ -1,25 +1,26 @@
 from __future__ import annotations
 
+import dataclasses
+
+import cv2
 import numpy as np
 import pytest
 import torch
 
-import synthdet.segmentation.redo as redo_mod
+import synthdet.segmentation.redo_nets as redo_nets
 import synthdet.segmentation.redo_train as redo_train
-from synthdet.segmentation.redo import (
-    RedoConfig,
-    RedoDivergedError,
-    RedoSegmenter,
-    border_occupancy,
-    build_redo,
-    load_redo_checkpoint,
-)
+from synthdet.segmentation.redo import RedoConfig, RedoDivergedError, load_redo_checkpoint
+from synthdet.segmentation.redo_nets import build_redo
+from synthdet.segmentation.redo_prior import border_occupancy
+from synthdet.segmentation.redo_segmenter import RedoSegmenter
 from synthdet.segmentation.redo_train import fit_redo
 from synthdet.utils.config import ConfigError
 from synthdet.utils.image import read_image
 
-TINY = dict(resolution=32, z_dim=8, mask_channels=8, mask_res_blocks=1, gen_channels=8, disc_channels=8,
-            enc_channels=8, batch_size=4, iterations=2, checkpoint_every=1, preview_every=1, device="cpu")
+# The official pixel mask network without a prior (no Lite0 weights needed): the mechanics.
+TINY = dict(resolution=32, z_dim=8, mask_net="pixels", prior="none", freeze_mask_steps=0, mask_channels=8,
+            mask_res_blocks=1, gen_channels=8, disc_channels=8, enc_channels=8, batch_size=4, iterations=2,
+            checkpoint_every=1, preview_every=1, time_limit_minutes=None, device="cpu")
 
 
 def test_forward_backward_shapes_and_gradients():
@@ -56,6 +57,12 @@ def test_config_validation():
         RedoConfig(resolution=100)
     with pytest.raises(ConfigError):
         RedoConfig(num_regions=1)
+    with pytest.raises(ConfigError, match="mask_net"):
+        RedoConfig(mask_net="unet")
+    with pytest.raises(ConfigError, match="lite0"):
+        RedoConfig(mask_net="pixels")  # the cosegment prior reads the Lite0 features
+    with pytest.raises(ConfigError, match="prior"):
+        RedoConfig(prior="grabcut")
 
 
 def test_training_step_checkpoint_round_trip_and_previews(image_dir, tmp_path):
@@ -64,7 +71,8 @@ def test_training_step_checkpoint_round_trip_and_previews(image_dir, tmp_path):
     assert ckpt.name in ("best.pt", "last.pt") and ckpt.parent == tmp_path
     state = load_redo_checkpoint(tmp_path / "last.pt")
     assert state["step"] == 2 and state["resolution"] == 32
-    assert state["object_region"] in (0, 1) and len(state["border_occupancy"]) == 2
+    assert state["object_region"] in (0, 1)
+    assert state["orientation"]["rule"] == "border" and len(state["orientation"]["scores"]) == 2  # no prior
     assert all(np.isfinite(v) for v in state["losses"].values())
     assert (tmp_path / "previews" / "step_000002.png").is_file() and (tmp_path / "config.yaml").is_file()
     # The training step changed the mask network.
@@ -122,8 +130,8 @@ def test_nan_stops_training_and_keeps_last_good_checkpoint(image_dir, tmp_path, 
 
     def poisoned(*args, **kwargs):
         calls["n"] += 1
-        x = real_batch(*args, **kwargs)
-        return x * float("nan") if calls["n"] > 4 else x  # two batches per step: step 3 is NaN
+        b = real_batch(*args, **kwargs)
+        return dataclasses.replace(b, x=b.x * float("nan")) if calls["n"] > 4 else b  # 2 per step: step 3 NaN
 
     monkeypatch.setattr(redo_train, "_batch", poisoned)
     with pytest.raises(RedoDivergedError, match="step 2"):
@@ -162,7 +170,7 @@ def test_region_areas_and_guard_on_a_collapsing_history():
     ones = torch.zeros(2, 2, 8, 8)
     ones[:, 0] = 1.0  # region 0 is everything: region 1 wins no pixel
     assert redo_train.region_areas(ones).tolist() == [1.0, 0.0]
-    cfg = RedoConfig(**{**TINY, "collapse_windows": 3, "max_restarts": 1})
+    cfg = RedoConfig(**{**TINY, "collapse_area": 0.05, "collapse_windows": 3, "max_restarts": 1})
     guard = redo_train.CollapseGuard()
     areas = [0.4, 0.01, 0.02, 0.3, 0.01, 0.0, 0.04]  # a recovery after two windows resets the streak
     actions = [guard.update({"min_region_area": a}, cfg) for a in areas]
@@ -181,7 +189,7 @@ def test_restart_seed_is_deterministic_and_new():
 def _force_collapse(monkeypatch, steps: set[int]):
     """The mask network outputs 'region 0 is everything' during the given 1-based training steps."""
     forced = {"on": False, "calls": 0}
-    real_forward, real_step = redo_mod.MaskNet.forward, redo_train._Training.step
+    real_forward, real_step = redo_nets.MaskNet.forward, redo_train._Training.step
 
     def forward(self, x):
         m = real_forward(self, x)
@@ -195,7 +203,7 @@ def _force_collapse(monkeypatch, steps: set[int]):
         finally:
             forced["on"] = False
 
-    monkeypatch.setattr(redo_mod.MaskNet, "forward", forward)
+    monkeypatch.setattr(redo_nets.MaskNet, "forward", forward)
     monkeypatch.setattr(redo_train._Training, "step", step)
 
 
@@ -204,8 +212,8 @@ def test_forced_collapse_restarts_from_last_good_checkpoint_with_new_seed(image_
     seen = {}
     real_restart = redo_train._restart
 
-    def restart(tr, guard, out, step, run):
-        new, back = real_restart(tr, guard, out, step, run)
+    def restart(tr, guard, out, step, run, data):
+        new, back = real_restart(tr, guard, out, step, run, data)
         mask = {k: v.clone() for k, v in new.model.mask.state_dict().items()}
         seen.update(back=back, good=load_redo_checkpoint(out / "good.pt"), mask=mask,
                     rng=new.gen.get_state())
@@ -261,3 +269,152 @@ def test_collapsing_again_from_the_same_good_checkpoint_starts_fresh(image_dir, 
     assert events == [(1, 3, seeds[0]), (2, 0, seeds[1])]  # good.pt (step 3) once, then a fresh start
     assert last["step"] == 5 and last["guard"]["restarts"] == 2
     assert [r["step"] for r in last["history"] if not r.get("event")] == [1, 2, 3, 4, 5, 4, 5, 1, 2, 3, 4, 5]
+
+
+# --------------------------------------------------------------------------- the CPU recipe (lite0 + prior)
+
+def _rff_params(channels: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    g = np.random.default_rng(seed)
+    return g.normal(0, 16.0, (3, channels)).astype(np.float32), g.uniform(0, 2 * np.pi, channels).astype(np.float32)
+
+
+_W16, _W32 = _rff_params(112, 1), _rff_params(192, 2)
+
+
+def _colour_features(batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A features hook without weights, with Lite0's shapes: random Fourier features of each
+    pixel's Lab colour, averaged per 16 / 32 px cell (the cell's colour distribution), 112 / 192
+    channels. Stands in for ImageNet features in tests of the mechanics."""
+    n, s = batch.shape[:2]
+    small = np.stack([cv2.resize(im, (s // 4, s // 4), interpolation=cv2.INTER_AREA) for im in batch])
+    lab = np.stack([cv2.cvtColor(im, cv2.COLOR_RGB2LAB) for im in small]).astype(np.float32) / 255.0
+    out = []
+    for cell, (w, b) in ((4, _W16), (8, _W32)):
+        phi = np.cos(lab @ w + b)  # n, s/4, s/4, C
+        h = s // 4 // cell
+        grid = phi.reshape(n, h, cell, h, cell, -1).mean((2, 4))
+        out.append(np.ascontiguousarray(grid.transpose(0, 3, 1, 2), dtype=np.float32))
+    return out[0], out[1]
+
+
+RECIPE = dict(resolution=32, feature_size=256, batch_size=8, warm_steps=80, freeze_mask_steps=20, iterations=60,
+              checkpoint_every=30, log_every=10, preview_every=0, time_limit_minutes=None, device="cpu")
+
+
+def test_feature_mask_net_starts_from_its_coarse_head_and_needs_features():
+    from synthdet.segmentation.redo_nets import run_mask_net
+
+    model = build_redo(RedoConfig(**{**RECIPE, "mask_channels": 16, "pixel_channels": 8}))
+    net = model.mask
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    f16, f32 = torch.randn(2, 112, 8, 8), torch.randn(2, 192, 4, 4)
+    m = net(x, f16, f32)
+    assert m.shape == (2, 2, 32, 32) and torch.allclose(m.sum(1), torch.ones(2, 32, 32))
+    # The pixel branch's correction is zero at initialisation: the logits are the up-sampled coarse head's.
+    f = torch.cat([f16, torch.nn.functional.interpolate(f32, size=(8, 8), mode="bilinear", align_corners=False)], 1)
+    coarse = torch.nn.functional.interpolate(net.coarse(net.head(f)), size=(32, 32), mode="bilinear",
+                                             align_corners=False)
+    torch.testing.assert_close(net.logits(x, f16, f32), coarse)
+    with pytest.raises(ValueError, match="Lite0 features"):
+        run_mask_net(net, x, None)
+
+
+def test_tiny_recipe_fit_lowers_its_loss_and_separates_a_shape_class(shape_class, tmp_path):
+    """Lite0-style features (a hook), the cosegment prior's warm start, then ReDO kept near it."""
+    from synthdet.segmentation.metrics import evaluate_segmenter
+
+    images, true = shape_class
+    cfg = RedoConfig(**RECIPE)
+    ckpt = fit_redo(images, cfg, tmp_path, progress=False, features=_colour_features)
+    last = load_redo_checkpoint(tmp_path / "last.pt")
+    assert last["step"] == 60 and last["orientation"]["rule"] == "prior"
+    warm = [r for r in last["history"] if r.get("event") == "warm_start"]
+    assert len(warm) == 1 and warm[0]["warm_bce"] < 0.3  # the mask network learnt the prior
+    rows = [r for r in last["history"] if "loss_info" in r]
+    assert rows[-1]["loss_info"] < rows[0]["loss_info"]  # the encoder recovers the noise better and better
+    assert all(r["min_region_area"] > cfg.collapse_area for r in rows)  # no collapse
+    seg = RedoSegmenter(ckpt, features=_colour_features)
+    r = evaluate_segmenter(seg, images, true, progress=False)
+    # The weightless hook's cosegment prior scores about 0.68 here (measured; the ImageNet features are
+    # not used in tests); ReDO, kept near the prior, must not fall far below it.
+    assert r["images"] == 12 and r["iou"] > 0.6, r
+
+
+def test_object_region_rule_on_hand_made_masks():
+    from synthdet.segmentation.redo_prior import object_region
+
+    r = 16
+    centre = torch.zeros(3, r, r)
+    centre[:, 4:12, 4:12] = 1.0  # an object in the middle, the rest background
+    masks = torch.stack([1 - centre, centre], 1)  # region 1 is the object
+    prior = centre[:, None].to(torch.uint8)
+    assert object_region(masks, prior)[:2] == (1, "prior")
+    assert object_region(masks, None)[:2] == (1, "border")  # no prior: the region off the border
+    # The prior decides where the two rules disagree: an object that touches the border (a big bird).
+    big = torch.zeros(3, r, r)
+    big[:, :, 2:] = 1.0
+    masks = torch.stack([big, 1 - big], 1)
+    region, rule, scores = object_region(masks, big[:, None].to(torch.uint8))
+    assert (region, rule) == (0, "prior") and scores == [1.0, 0.0]
+    assert object_region(masks, None)[0] == 1  # the border rule alone picks the thin strip
+
+
+def test_prior_masks_and_the_terms_that_keep_to_them():
+    from synthdet.segmentation.redo_prior import RedoData, prior_masks
+    from synthdet.segmentation.redo_train import prior_loss
+
+    data = RedoData(torch.zeros(4, 3, 32, 32, dtype=torch.uint8))
+    assert prior_masks("none", data) is None
+    centre = prior_masks("centre", data)
+    assert centre.shape == (4, 1, 32, 32) and centre.dtype == torch.uint8
+    assert centre[0, 0, 16, 16] == 1 and centre[0, 0, 0, 0] == 0
+    with pytest.raises(ValueError, match="Lite0"):
+        prior_masks("cosegment", data)
+    cfg = RedoConfig(**{**RECIPE, "prior_weight": 0.0, "area_weight": 1.0, "area_floor": 0.8})
+    p = centre.float()
+    area = float(p.mean())
+    assert float(prior_loss(p[:, 0], p, cfg)) == 0.0  # the prior itself: above its floor
+    small = p[:, 0] * 0.5  # half as much object as the prior: below 0.8 of it
+    assert float(prior_loss(small, p, cfg)) == pytest.approx((0.8 * area - 0.5 * area) ** 2, rel=1e-4)
+    bce = RedoConfig(**{**RECIPE, "prior_weight": 1.0, "area_weight": 0.0})
+    assert float(prior_loss(p[:, 0].clamp(0.1, 0.9), p, bce)) > float(prior_loss(p[:, 0], p, bce))
+
+
+def test_segmenter_fits_itself_and_reuses_the_cached_fit(shape_class, tmp_path):
+    images, _ = shape_class
+    paths = sorted(images.iterdir())
+    tiny = {**RECIPE, "warm_steps": 5, "freeze_mask_steps": 1, "iterations": 3, "checkpoint_every": 3}
+    tiny.pop("device")
+    make = lambda **kw: RedoSegmenter(state_dir=tmp_path / "state", features=_colour_features,  # noqa: E731
+                                      progress=False, **{**tiny, **kw})
+    seg = make()
+    assert not seg.fitted and seg.cache_key() == "redo-unfitted"
+    with pytest.raises(RuntimeError, match="no checkpoint"):
+        seg.segment([np.zeros((8, 8, 3), np.uint8)])
+    assert seg.fit(paths) == "fitted"
+    masks = seg.segment([read_image(p) for p in paths[:2]])
+    assert all(m.shape == (64, 64) and m.dtype == np.float32 for m in masks)
+    again = make()
+    assert again.fit(paths) == "loaded" and again.cache_key() == seg.cache_key()
+    np.testing.assert_allclose(again.segment([read_image(paths[0])])[0], masks[0], atol=1e-5)  # batch of 1, not 2
+    other = make(seed=1)  # other settings: another fit folder
+    assert other.fit_dir(paths) != seg.fit_dir(paths)
+    assert make().fit_dir(paths[:-1]) != seg.fit_dir(paths)  # another image set too
+
+
+def test_cli_fit_with_a_minutes_budget_then_reuses_it(image_dir, tmp_path, capsys):
+    import yaml
+
+    from synthdet.cli import main
+
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({k: v for k, v in TINY.items() if k not in ("device", "time_limit_minutes")}))
+    argv = ["segment", "fit", "--segmenter", "redo", "--images", str(image_dir), "--out", str(tmp_path / "fit"),
+            "--config", str(config), "--iterations", "50", "--minutes", "0", "--threads", "1"]
+    assert main(argv) == 0
+    assert "trained" in capsys.readouterr().out
+    state = load_redo_checkpoint(tmp_path / "fit" / "last.pt")
+    assert state["step"] == 1 and state["config"]["time_limit_minutes"] == 0.0  # the budget stopped it
+    assert main(argv) == 0
+    assert "reused" in capsys.readouterr().out
+    assert load_redo_checkpoint(tmp_path / "fit" / "last.pt")["step"] == 1  # not trained further

@@ -12,7 +12,8 @@ from synthdet.segmentation.redo import RedoConfig
 from synthdet.segmentation.redo_train import fit_redo
 from synthdet.utils.image import BadImageError, read_image, write_image
 
-TINY = dict(resolution=32, z_dim=8, mask_channels=8, mask_res_blocks=1, gen_channels=8, disc_channels=8,
+TINY = dict(resolution=32, z_dim=8, mask_net="pixels", prior="none", freeze_mask_steps=0, mask_channels=8,
+            mask_res_blocks=1, gen_channels=8, disc_channels=8,
             enc_channels=8, batch_size=4, iterations=1, checkpoint_every=1, preview_every=1, device="cpu")
 
 

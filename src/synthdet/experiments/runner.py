@@ -168,14 +168,13 @@ class ExperimentRunner:
         if self._segmenter_checkpoint:
             return self._segmenter_checkpoint
         from ..segmentation.redo import RedoConfig
-        from ..segmentation.redo_train import fit_redo
+        from ..segmentation.redo_segmenter import fit_cached
 
         if self.data.objects is None:
             raise ValueError("segmenter redo without a checkpoint needs data.objects to train on")
-        out = self.out / "segmenter" / "redo"
-        result = fit_redo(self.data.objects, from_dict(RedoConfig, self.cfg.segmenter.fit, where="segmenter.fit"),
-                          out, resume=True)
-        ckpt = getattr(result, "checkpoint", result)
+        out = self.out / "segmenter" / "redo"  # a finished fit there is reused, a killed one resumed
+        ckpt, _ = fit_cached(self.data.objects, from_dict(RedoConfig, self.cfg.segmenter.fit, where="segmenter.fit"),
+                             out, resume=True)
         self._segmenter_checkpoint = str(ckpt)
         return self._segmenter_checkpoint
 

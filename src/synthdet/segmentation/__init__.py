@@ -1,6 +1,7 @@
 """Unsupervised segmentation: object images in, soft foreground masks out.
 
-Registry (:func:`get_segmenter`): ``redo`` (trained ReDO mask network, ``checkpoint=``),
+Registry (:func:`get_segmenter`): ``redo`` (ReDO mask network: ``checkpoint=``, or it fits itself
+on the class's images and caches the fit),
 ``grabcut`` (OpenCV, centre-box prior, no training), ``none`` (whole frame = naive pasting),
 ``file`` (user masks, ``mask_dir=``), ``ellipse`` (centred-ellipse baseline for benchmarks) and
 ``cosegment`` (co-segmentation of a class folder from ImageNet features; fits itself first).

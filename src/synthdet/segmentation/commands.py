@@ -57,15 +57,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     seg = subparsers.add_parser("segment", help="unsupervised object segmentation (ReDO, GrabCut, ...)")
     sub = seg.add_subparsers(dest="segment_command", metavar="ACTION")
 
-    p = sub.add_parser("fit", help="train ReDO on unlabelled classification images")
+    p = sub.add_parser("fit", help="train ReDO on unlabelled classification images (the CPU recipe)",
+                       description="Train ReDO (the CPU recipe of docs/segmentation.md, section ReDO, unless "
+                                   "--config says otherwise) on a class's images: no masks, no boxes. Prints "
+                                   "the losses, the object's share of the pixels and collapse warnings as it goes.")
+    p.add_argument("--segmenter", default="redo", choices=("redo",),
+                   help="the segmenter to train (redo, the one that learns; default redo)")
     p.add_argument("--images", type=Path, required=True, help="folder of object images (searched recursively)")
-    p.add_argument("--out", type=Path, required=True, help="output folder: best.pt (the one to use), last.pt, good.pt, "
-                   "history.json (losses, collapse restarts), previews/")
+    p.add_argument("--out", type=Path, help="output folder: best.pt (the one to use), last.pt, good.pt, "
+                   "history.json (losses, collapse restarts), previews/, done.json (default: the cache "
+                   "$SYNTHDET_CACHE/redo/<digest> that `segment apply/eval --segmenter redo` without "
+                   "--checkpoint reuses); a finished fit there with the same settings is reused")
     p.add_argument("--config", type=Path, help="YAML file of RedoConfig fields")
-    p.add_argument("--resolution", type=int, choices=(32, 64, 128))
-    p.add_argument("--iterations", type=int)
+    p.add_argument("--minutes", type=float,
+                   help="budget of the whole fit in wall minutes, loading and features included (default 30)")
+    p.add_argument("--resolution", type=int, choices=(32, 64, 128), help="working resolution (default 32)")
+    p.add_argument("--iterations", type=int, help="most training steps (default: the recipe's)")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--channels", type=int, help="set every network's base width (default 64)")
+    p.add_argument("--channels", type=int, help="set every network's base width (default 64 mask, 16 the others)")
+    p.add_argument("--seed", type=int)
     p.add_argument("--device", default=None, help="auto | cpu | cuda (default: config's, auto)")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is much faster on a busy shared CPU)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/last.pt exists")
@@ -92,18 +102,27 @@ def _fit(args: argparse.Namespace) -> int:
     import torch
 
     from ..utils.config import from_dict, load_yaml
+    from ..utils.files import list_images
+    from ..utils.inputs import check_images, warn_skipped
     from .redo import RedoConfig, redo_config_with
-    from .redo_train import fit_redo
+    from .redo_segmenter import fit_cached, fit_dir
 
     if args.threads:
         torch.set_num_threads(args.threads)
-
     cfg = from_dict(RedoConfig, load_yaml(args.config), where=str(args.config)) if args.config else RedoConfig()
     ch = args.channels
     cfg = redo_config_with(cfg, resolution=args.resolution, iterations=args.iterations, batch_size=args.batch_size,
-                           device=args.device, mask_channels=ch, gen_channels=ch, disc_channels=ch, enc_channels=ch)
-    ckpt = fit_redo(args.images, cfg, args.out, resume=not args.no_resume)
-    print(f"ReDO checkpoint: {ckpt}")
+                           device=args.device, seed=args.seed, time_limit_minutes=args.minutes,
+                           mask_channels=ch, gen_channels=ch, disc_channels=ch, enc_channels=ch)
+    paths = list_images(args.images)
+    good, bad = check_images(paths, desc=f"checking {args.images}")  # bad files skipped before any work
+    warn_skipped(bad, len(paths), str(args.images))
+    paths = [paths[i] for i in good]
+    if len(paths) < 2:
+        raise ValueError(f"{args.images}: ReDO needs at least 2 readable images, found {len(paths)}")
+    out = args.out if args.out is not None else fit_dir(cfg, paths)
+    ckpt, how = fit_cached(paths, cfg, out, resume=not args.no_resume)
+    print(f"ReDO checkpoint ({'reused' if how == 'loaded' else 'trained'}): {ckpt}")
     return 0
 
 

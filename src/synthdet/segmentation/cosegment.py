@@ -172,15 +172,7 @@ class CosegmentSegmenter:
                 maps.append(self.features(np.stack(batch))[1])
         if not maps:
             raise ValueError(f"cosegment: no readable image to fit on ({files[0].parent})")
-        f = np.concatenate(maps).astype(np.float64)  # N x C x h x w
-        x = f.transpose(0, 2, 3, 1).reshape(-1, f.shape[1])
-        mean = x.mean(0)
-        _, vecs = np.linalg.eigh(np.cov((x - mean).T))
-        axis = vecs[:, -1]
-        proj = np.tensordot(f - mean[None, :, None, None], axis, axes=([1], [0]))  # N x h x w
-        if _centre(proj).mean() < _border(proj).mean():
-            axis = -axis
-        return mean.astype(np.float32), axis.astype(np.float32)
+        return shared_axis(np.concatenate(maps))
 
     # ----------------------------------------------------------------------------- segmenting
     def _resize(self, rgb: np.ndarray) -> np.ndarray:
@@ -203,10 +195,7 @@ class CosegmentSegmenter:
         out = []
         for i in range(len(images)):
             st = self._state_for(Path(paths[i]) if paths is not None else None)
-            shared = np.tensordot(st["axis"], f32[i] - st["mean"][:, None, None], axes=1)
-            grid = f16.shape[2:][::-1]
-            shared = cv2.resize(shared.astype(np.float32), grid, interpolation=cv2.INTER_LINEAR)
-            out.append(np.maximum(shared, 0) * _unit(border_contrast(f16[i], f32[i])))
+            out.append(coarse_map(f16[i], f32[i], st["mean"], st["axis"]))
         return out
 
     def segment(self, images: Sequence[np.ndarray], paths: Sequence[Path] | None = None) -> list[np.ndarray]:
@@ -235,6 +224,29 @@ class CosegmentSegmenter:
         if s["smooth"] > 0:
             fg = cv2.GaussianBlur(fg, (0, 0), s["smooth"])
         return np.clip(fg, 0.0, 1.0).astype(np.float32)
+
+
+def shared_axis(f32: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DDT: mean and first principal component (its sign: image centre above image border) of
+    all descriptors of stride-32 maps ``N x C x h x w``; float32 ``[C]`` each."""
+    f = np.asarray(f32, np.float64)
+    x = f.transpose(0, 2, 3, 1).reshape(-1, f.shape[1])
+    mean = x.mean(0)
+    _, vecs = np.linalg.eigh(np.cov((x - mean).T))
+    axis = vecs[:, -1]
+    proj = np.tensordot(f - mean[None, :, None, None], axis, axes=([1], [0]))  # N x h x w
+    if _centre(proj).mean() < _border(proj).mean():
+        axis = -axis
+    return mean.astype(np.float32), axis.astype(np.float32)
+
+
+def coarse_map(f16: np.ndarray, f32: np.ndarray, mean: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """One image's coarse foreground evidence (float32 ``h16 x w16``, >= 0): its stride-32
+    descriptors projected on the class's shared ``axis`` (ReLU), on the stride-16 grid, times how
+    unlike the image's own border each position is (:func:`border_contrast`)."""
+    shared = np.tensordot(axis, f32 - mean[:, None, None], axes=1)
+    shared = cv2.resize(shared.astype(np.float32), (f16.shape[2], f16.shape[1]), interpolation=cv2.INTER_LINEAR)
+    return np.maximum(shared, 0) * _unit(border_contrast(f16, f32))
 
 
 def border_contrast(f16: np.ndarray, f32: np.ndarray, rank: int = 3) -> np.ndarray:

@@ -1,34 +1,57 @@
 """ReDO: unsupervised object segmentation by redrawing (Chen, Artieres, Denoyer, NeurIPS 2019).
 
-A compact re-implementation (read from the paper and the authors' public PyTorch code).
+A compact re-implementation (read from the paper and the authors' public PyTorch code); the
+networks are in :mod:`.redo_nets`.
 
-* ``MaskNet`` splits an image into ``K`` soft regions (softmax over ``K`` logits per pixel).
+* A mask network splits an image into ``K`` soft regions.
 * One ``RegionGenerator`` per region redraws that region from noise ``z_k`` (conditioned on the
   mask); region ``k`` of the image is replaced: ``x_k = G_k(m, z_k) * m_k + x * (1 - m_k)``.
-* A spectral-norm ``Discriminator`` judges each redrawn image (hinge loss); the mask network is
+* A spectral-norm discriminator judges each redrawn image (hinge loss); the mask network is
   trained adversarially through the recomposition: a region that does not match an object's
   extent makes the redrawn image look fake.
-* An ``Encoder`` must recover all ``z`` from the fully redrawn image (information conservation,
+* An encoder must recover all ``z`` from the fully redrawn image (information conservation,
   weight ``w_info``), which rules out the degenerate "one region is everything" solution.
 
-Images are squashed (not cropped) to ``resolution`` x ``resolution`` in training and inference,
-as the synthesis pipeline does with object images; masks are resized back to each input size.
+**The CPU recipe** (the defaults of :class:`RedoConfig`; what each part does, measured on the
+birds benchmark, is in ``docs/segmentation.md``, section ReDO): the official networks learn nothing
+in 30 CPU minutes (their IoU on the birds stayed below the centred ellipse's). The recipe keeps the
+objective and changes what is slow or unstable on a CPU:
 
-**Which region is the object** (no labels): the region whose mask occupies the *least of the
-image border* (a strip ``max(1, R // 16)`` px wide), averaged over up to 512 training images, is
-the object region; it is computed at every checkpoint and stored in it (``object_region``).
-Classification images frame their object, so the background touches the border more.
-``RedoSegmenter(region=k)`` overrides it.
+* the mask network reads **frozen EfficientNet-Lite0 ImageNet features** (``mask_net: lite0``,
+  the offline weights ``cosegment`` uses, computed once per fit for every image and its mirror
+  image) plus a small pixel branch for edges (:class:`~.redo_nets.FeatureMaskNet`);
+* it is **warm-started** on a cheap label-free prior (``prior: cosegment``, the coarse
+  co-segmentation map of :mod:`.redo_prior`) before any adversarial step;
+* the redrawing runs at a **low working resolution** (32 px) with small generators,
+  discriminator and encoder (16 channels) and 8 noise values per region; masks are up-sampled
+  to each image's size;
+* the generators, discriminator and encoder first train ``freeze_mask_steps`` steps with the
+  mask network fixed (the information-conservation term is near chance before), and the
+  information-conservation encoder learns at 1e-3;
+* the adversarial pressure of a short run shrinks the object region (a badly redrawn object is
+  easier to hide small), so the mask is **kept to its prior** during ReDO: a binary
+  cross-entropy term and a floor on its area (``area_floor`` of the prior's area, per image);
+* the official collapse restart, with a threshold for small objects (``collapse_area``).
 
-Training (``fit_redo``, with the collapse guard and the best-checkpoint rule) lives in
-:mod:`synthdet.segmentation.redo_train`, which builds on this module (never the other way).
+Images are squashed (not cropped) to ``resolution`` x ``resolution`` (and to ``feature_size``
+for the features) in training and inference, as the synthesis pipeline does with object images;
+masks are resized back to each input size.
+
+**Which region is the object** (no labels; :func:`.redo_prior.object_region`): with a prior, the
+region that overlaps the prior's foreground more over the training images (the warm start makes
+it region 0); without one, the region whose mask occupies the *least of the image border*
+(classification images frame their object). It is computed at every checkpoint and stored in
+it (``object_region``, ``orientation``); ``RedoSegmenter(region=k)`` overrides it.
+
+This module holds the settings and the checkpoint format. Training (``fit_redo``, with the
+collapse guard and the best-checkpoint rule) lives in :mod:`.redo_train`, the segmenter
+(``RedoSegmenter``, which fits itself and caches the fit like ``cosegment``) in
+:mod:`.redo_segmenter`; both build on this module (never the other way).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,61 +60,72 @@ from typing import Any, Sequence
 import cv2
 import numpy as np
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
-from torch.nn.utils.parametrizations import spectral_norm
 
-from ..utils.config import ConfigError, from_dict
-from ..utils.device import resolve_device
-from ..utils.files import file_digest
+from ..utils.config import ConfigError
 from ..utils.periodic import read_state
-from .base import as_rgb, safe_key
-
-log = logging.getLogger(__name__)
+from .base import as_rgb
+from .redo_prior import PRIORS
 
 CHECKPOINT_FORMAT = "synthdet-redo"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
 RESOLUTIONS = (32, 64, 128)
+MASK_NETS = ("lite0", "pixels")
 # Settings that fix the network shapes: a resumed run must use the same values.
-_ARCH_FIELDS = ("resolution", "num_regions", "z_dim", "mask_channels", "mask_res_blocks",
-                "gen_channels", "disc_channels", "enc_channels")
+_ARCH_FIELDS = ("resolution", "num_regions", "z_dim", "mask_net", "feature_size", "mask_channels",
+                "mask_res_blocks", "pixel_channels", "gen_channels", "disc_channels", "enc_channels")
 
 
 @dataclass(frozen=True)
 class RedoConfig:
-    """ReDO settings; defaults follow the authors' code (CUB, 128 px, GPU).
-
-    For a short CPU run use e.g. ``resolution=64``, channels 16-32, ``iterations`` ~ 1000.
+    """ReDO settings. The defaults are the CPU recipe (module docstring); the official GPU
+    settings (pixel mask network, no prior, 128 px, 50k iterations) are
+    ``configs/segmentation/redo_official.yaml``.
     """
 
-    resolution: int = 128          # 64 or 128 (32 for tests)
-    num_regions: int = 2           # K
-    z_dim: int = 32                # noise per region
+    resolution: int = 32           # working resolution of the redrawing (32, 64 or 128)
+    num_regions: int = 2           # K (2 for the lite0 mask network)
+    z_dim: int = 8                 # noise per region
+    mask_net: str = "lite0"        # lite0: FeatureMaskNet on frozen Lite0 features | pixels: the official MaskNet
+    feature_size: int = 256        # side images are squashed to for the Lite0 features
     mask_channels: int = 64        # base width of the mask network
-    mask_res_blocks: int = 3
-    gen_channels: int = 64         # base width of each region generator
-    disc_channels: int = 64
-    enc_channels: int = 64         # latent-recovery encoder
+    mask_res_blocks: int = 3       # pixels mask network only
+    pixel_channels: int = 16       # lite0 mask network: width of its pixel (edge) branch
+    gen_channels: int = 16         # base width of each region generator
+    disc_channels: int = 16
+    enc_channels: int = 16         # information-conservation (z recovery) encoder
     temperature: float = 1.0       # mask softmax temperature
-    batch_size: int = 20
-    iterations: int = 50_000
-    lr_mask: float = 1e-5
-    lr_gen: float = 1e-4
+    batch_size: int = 16
+    iterations: int = 1000         # 300 with the mask fixed, then 700 of ReDO (docs/segmentation.md, ReDO)
+    lr_mask: float = 1e-4
+    lr_gen: float = 1e-3
     lr_disc: float = 1e-4
-    lr_enc: float = 1e-4
+    lr_enc: float = 1e-3
     betas: tuple[float, float] = (0.0, 0.9)
     weight_decay_mask: float = 1e-4
-    w_info: float = 5.0            # information-conservation (z recovery) weight
+    w_info: float = 5.0            # information-conservation weight
+    # Warm start (module docstring): the mask network first learns the prior's masks (warm_steps
+    # steps of binary cross-entropy at lr_warm), then the generators, discriminator and encoder
+    # train freeze_mask_steps steps with the mask network fixed, then all of ReDO.
+    prior: str = "cosegment"       # cosegment | centre | none
+    warm_steps: int = 300
+    lr_warm: float = 1e-3
+    freeze_mask_steps: int = 300
+    # Kept to the prior during ReDO: prior_weight x BCE(object mask, prior) + area_weight x
+    # (relu(area_floor x prior area - object area))^2 per image (area_floor 0: (object area -
+    # prior area)^2).
+    prior_weight: float = 1.0
+    area_weight: float = 1000.0
+    area_floor: float = 0.8
     init_gain: float = 0.8         # orthogonal init gain
     hflip: bool = True             # random horizontal flips of training images
-    max_images: int | None = None  # use at most this many training images
-    time_limit_minutes: float | None = None  # stop (with a checkpoint) after this wall time
-    checkpoint_every: int = 500
+    max_images: int | None = 2000  # use at most this many training images (evenly spaced)
+    time_limit_minutes: float | None = 30.0  # the whole fit (loading and features included) stops after this
+    checkpoint_every: int = 250
     log_every: int = 50            # history.json row: loss means over this many steps
     # Collapse guard (see synthdet.segmentation.redo_train): a log window whose smallest region wins
     # fewer than collapse_area of the pixels is collapsed; collapse_windows of them in a row restart
     # from the last good checkpoint with a new seed, at most max_restarts times.
-    collapse_area: float = 0.05
+    collapse_area: float = 0.02
     collapse_windows: int = 3
     max_restarts: int = 3
     preview_every: int = 500
@@ -104,198 +138,36 @@ class RedoConfig:
             raise ConfigError(f"redo.resolution must be one of {RESOLUTIONS}, got {self.resolution}")
         if self.num_regions < 2:
             raise ConfigError("redo.num_regions must be >= 2")
-        if min(self.mask_channels, self.gen_channels, self.disc_channels, self.enc_channels) < 4:
+        if self.mask_net not in MASK_NETS:
+            raise ConfigError(f"redo.mask_net must be one of {MASK_NETS}, got {self.mask_net!r}")
+        if self.mask_net == "lite0" and self.num_regions != 2:
+            raise ConfigError("redo.mask_net lite0 splits an image into 2 regions (num_regions: 2)")
+        if self.feature_size < 64 or self.feature_size % 32:
+            raise ConfigError(f"redo.feature_size must be a multiple of 32 >= 64, got {self.feature_size}")
+        if self.prior not in PRIORS:
+            raise ConfigError(f"redo.prior must be one of {PRIORS}, got {self.prior!r}")
+        if self.prior == "cosegment" and self.mask_net != "lite0":
+            raise ConfigError("redo.prior cosegment reads the Lite0 features: it needs mask_net: lite0")
+        if min(self.mask_channels, self.gen_channels, self.disc_channels, self.enc_channels,
+               self.pixel_channels) < 4:
             raise ConfigError("redo channel widths must be >= 4")
         if self.mask_channels % 4:
             raise ConfigError("redo.mask_channels must be a multiple of 4")
-        if self.batch_size < 1 or self.iterations < 0:
-            raise ConfigError("redo.batch_size must be >= 1 and redo.iterations >= 0")
+        if self.batch_size < 1 or self.iterations < 0 or min(self.warm_steps, self.freeze_mask_steps) < 0:
+            raise ConfigError("redo.batch_size must be >= 1, iterations, warm_steps and freeze_mask_steps >= 0")
+        if min(self.prior_weight, self.area_weight, self.area_floor) < 0:
+            raise ConfigError("redo.prior_weight, area_weight and area_floor must be >= 0")
         if min(self.checkpoint_every, self.log_every, self.collapse_windows) < 1 or self.max_restarts < 0:
             raise ConfigError("redo.checkpoint_every, log_every and collapse_windows must be >= 1, "
                               "max_restarts >= 0")
         if not 0.0 <= self.collapse_area < 1.0 / self.num_regions:
             raise ConfigError(f"redo.collapse_area must be in [0, 1/num_regions), got {self.collapse_area}")
+        if self.max_images is not None and self.max_images < 2:
+            raise ConfigError("redo.max_images must be >= 2")
 
 
 class RedoDivergedError(RuntimeError):
     """Training produced a non-finite loss; the last good checkpoint is left in place."""
-
-
-# --------------------------------------------------------------------------- networks
-
-
-def _film(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-    """Feature-wise modulation: ``x * (1 + gamma) + beta`` with ``params = [gamma, beta]``."""
-    gamma, beta = params.chunk(2, dim=1)
-    return x * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
-
-
-class _ResBlock(nn.Module):
-    def __init__(self, ch: int):
-        super().__init__()
-        self.body = nn.Sequential(
-            nn.Conv2d(ch, ch, 3, 1, 1, bias=False), nn.InstanceNorm2d(ch, affine=True), nn.ReLU(),
-            nn.Conv2d(ch, ch, 3, 1, 1),
-        )
-        self.post = nn.Sequential(nn.InstanceNorm2d(ch, affine=True), nn.ReLU())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.post(x + self.body(x))
-
-
-def _in_relu(cin: int, cout: int, k: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, k, stride, k // 2, bias=False), nn.InstanceNorm2d(cout, affine=True), nn.ReLU()]
-
-
-class MaskNet(nn.Module):
-    """Image ``(B, 3, R, R)`` in [-1, 1] -> soft masks ``(B, K, R, R)`` summing to 1 over K.
-
-    Down-sampling by 4, residual blocks, a pyramid-pooling context (bins 1, 2, 3, 6), up-sampling.
-    """
-
-    _BINS = (1, 2, 3, 6)
-
-    def __init__(self, num_regions: int = 2, ch: int = 64, res_blocks: int = 3, temperature: float = 1.0):
-        super().__init__()
-        self.temperature = temperature
-        self.down = nn.Sequential(
-            nn.ReflectionPad2d(3), nn.Conv2d(3, ch // 4, 7, bias=False), nn.InstanceNorm2d(ch // 4, affine=True),
-            nn.ReLU(), *_in_relu(ch // 4, ch // 2, 3, 2), *_in_relu(ch // 2, ch, 3, 2),
-        )
-        self.res = nn.Sequential(*[_ResBlock(ch) for _ in range(res_blocks)])
-        self.pyramid = nn.ModuleList([nn.Conv2d(ch, 1, 1) for _ in self._BINS])
-        self.up = nn.Sequential(
-            nn.Upsample(scale_factor=2), *_in_relu(ch + len(self._BINS), ch // 2, 3),
-            nn.Upsample(scale_factor=2), *_in_relu(ch // 2, ch // 4, 3),
-            nn.ReflectionPad2d(3), nn.Conv2d(ch // 4, num_regions, 7),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        f = self.res(self.down(x))
-        size = f.shape[-2:]
-        ctx = [F.interpolate(conv(F.adaptive_avg_pool2d(f, b)), size=size, mode="bilinear", align_corners=False)
-               for b, conv in zip(self._BINS, self.pyramid)]
-        return torch.softmax(self.up(torch.cat([f, *ctx], 1)) / self.temperature, dim=1)
-
-
-class _GenBlock(nn.Module):
-    """Up-sampling residual block, modulated by z and conditioned on the region mask."""
-
-    def __init__(self, cin: int, cout: int, z_dim: int):
-        super().__init__()
-        self.norm_a, self.film_a = nn.InstanceNorm2d(cin), nn.Linear(z_dim, 2 * cin)
-        self.conv_a = spectral_norm(nn.Conv2d(cin + 1, cout, 3, 1, 1, bias=False))
-        self.norm_b, self.film_b = nn.InstanceNorm2d(cout), nn.Linear(z_dim, 2 * cout)
-        self.conv_b = spectral_norm(nn.Conv2d(cout, cout, 3, 1, 1))
-        self.skip = spectral_norm(nn.Conv2d(cin, cout, 1))
-
-    def forward(self, x: torch.Tensor, m: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        h = F.interpolate(F.relu(_film(self.norm_a(x), self.film_a(z))), scale_factor=2)
-        h = self.conv_a(torch.cat([h, m], 1))
-        h = self.conv_b(F.relu(_film(self.norm_b(h), self.film_b(z))))
-        return h + self.skip(F.interpolate(x, scale_factor=2))
-
-
-class RegionGenerator(nn.Module):
-    """``(mask (B, 1, R, R), z (B, z_dim))`` -> redrawn region ``(B, 3, R, R)``, zero outside the mask."""
-
-    def __init__(self, resolution: int = 128, z_dim: int = 32, ch: int = 64):
-        super().__init__()
-        n = int(math.log2(resolution)) - 2  # 4x4 -> R
-        widths = [ch * 2 ** max(n - 1 - k, 0) for k in range(-1, n)]  # [start, block outputs...]
-        self.fc = nn.Linear(z_dim, 16 * widths[0])
-        self.blocks = nn.ModuleList([_GenBlock(widths[k], widths[k + 1], z_dim) for k in range(n)])
-        self.norm_out, self.film_out = nn.InstanceNorm2d(ch), nn.Linear(z_dim, 2 * ch)
-        self.conv_out = spectral_norm(nn.Conv2d(ch + 1, 3, 3, 1, 1))
-
-    def forward(self, m: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        x = self.fc(z).view(z.shape[0], -1, 4, 4)
-        for blk in self.blocks:
-            x = blk(x, F.adaptive_avg_pool2d(m, x.shape[-1] * 2), z)
-        x = torch.tanh(self.conv_out(torch.cat([F.relu(_film(self.norm_out(x), self.film_out(z))), m], 1)))
-        return x * m
-
-
-class _DownBlock(nn.Module):
-    def __init__(self, cin: int, cout: int, down: bool = True, first: bool = False):
-        super().__init__()
-        layers: list[nn.Module] = [] if first else [nn.ReLU()]
-        layers += [spectral_norm(nn.Conv2d(cin, cout, 3, 1, 1)), nn.ReLU(), spectral_norm(nn.Conv2d(cout, cout, 3, 1, 1))]
-        if down:
-            layers.append(nn.AvgPool2d(2))
-        self.body = nn.Sequential(*layers)
-        if down:
-            self.skip: nn.Module = nn.Sequential(nn.AvgPool2d(2), spectral_norm(nn.Conv2d(cin, cout, 1)))
-        else:
-            self.skip = nn.Identity() if cin == cout else spectral_norm(nn.Conv2d(cin, cout, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x) + self.skip(x)
-
-
-class ResNetDown(nn.Module):
-    """Spectral-norm residual encoder ``(B, 3, R, R)`` -> ``(B, out_dim)``; R halves to 4x4.
-
-    Used as the discriminator (``out_dim=1``) and as the latent-recovery encoder (``K * z_dim``).
-    """
-
-    def __init__(self, resolution: int = 128, ch: int = 64, out_dim: int = 1):
-        super().__init__()
-        n = int(math.log2(resolution)) - 2
-        widths = [ch * 2**k for k in range(n)]
-        blocks = [_DownBlock(3, widths[0], first=True)]
-        blocks += [_DownBlock(widths[k - 1], widths[k]) for k in range(1, n)]
-        blocks.append(_DownBlock(widths[-1], widths[-1], down=False))
-        self.blocks = nn.Sequential(*blocks)
-        self.fc = nn.Linear(widths[-1], out_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(F.relu(self.blocks(x)).sum(dim=(2, 3)))
-
-
-class Redo(nn.Module):
-    """All four ReDO networks; :meth:`redraw` is the forward pass shared by training and previews."""
-
-    def __init__(self, cfg: RedoConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.mask = MaskNet(cfg.num_regions, cfg.mask_channels, cfg.mask_res_blocks, cfg.temperature)
-        self.gens = nn.ModuleList([RegionGenerator(cfg.resolution, cfg.z_dim, cfg.gen_channels)
-                                   for _ in range(cfg.num_regions)])
-        self.disc = ResNetDown(cfg.resolution, cfg.disc_channels, 1)
-        self.enc = ResNetDown(cfg.resolution, cfg.enc_channels, cfg.num_regions * cfg.z_dim)
-
-    def redraw(self, x: torch.Tensor, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``x (B, 3, R, R)`` in [-1, 1], ``z (B, K, z_dim)`` -> masks ``(B, K, R, R)``,
-        region drawings ``h (B, K, 3, R, R)`` and redrawn images ``(B, K, 3, R, R)`` (region k replaced).
-        """
-        m = self.mask(x)
-        h = torch.stack([g(m[:, k : k + 1], z[:, k]) for k, g in enumerate(self.gens)], 1)
-        return m, h, h + (1 - m.unsqueeze(2)) * x.unsqueeze(1)
-
-    def recover_z(self, h: torch.Tensor) -> torch.Tensor:
-        """Fully redrawn image ``h.sum(1)`` -> recovered noise ``(B, K, z_dim)``."""
-        return self.enc(h.sum(1)).view(h.shape[0], self.cfg.num_regions, self.cfg.z_dim)
-
-
-def build_redo(cfg: RedoConfig) -> Redo:
-    """The ReDO networks with orthogonal init (gain ``cfg.init_gain``), seeded by ``cfg.seed``.
-
-    The global torch RNG is forked, so building a model does not disturb the caller's RNG.
-    """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
-        model = Redo(cfg)
-        for mod in model.modules():
-            if isinstance(mod, (nn.Conv2d, nn.Linear)):
-                weight = mod.parametrizations.weight.original if hasattr(mod, "parametrizations") else mod.weight
-                nn.init.orthogonal_(weight, cfg.init_gain)
-                if mod.bias is not None:
-                    nn.init.zeros_(mod.bias)
-    return model
-
-
-# --------------------------------------------------------------------------- data
 
 
 def to_square_tensor(images: Sequence[np.ndarray], resolution: int) -> torch.Tensor:
@@ -310,28 +182,7 @@ def to_square_tensor(images: Sequence[np.ndarray], resolution: int) -> torch.Ten
     return arr / 127.5 - 1.0
 
 
-def border_occupancy(masks: torch.Tensor) -> torch.Tensor:
-    """Mean mask value of each region on the image border: masks ``(B, K, R, R)`` -> ``(K,)``."""
-    r = masks.shape[-1]
-    b = max(1, r // 16)
-    border = torch.ones(r, r, dtype=torch.bool, device=masks.device)
-    border[b:-b, b:-b] = False
-    return masks[:, :, border].mean(dim=(0, 2))
-
-
-@torch.inference_mode()
-def choose_object_region(mask_net: MaskNet, data: torch.Tensor, device: torch.device, limit: int = 512,
-                         batch_size: int = 64) -> tuple[int, list[float]]:
-    """The object region: the one with the least border occupancy over ``data[:limit]``."""
-    occ = []
-    for i in range(0, min(len(data), limit), batch_size):
-        x = data[i : min(i + batch_size, limit)].float().to(device) / 127.5 - 1.0
-        occ.append(border_occupancy(mask_net(x)) * len(x))
-    total = torch.stack(occ).sum(0) / min(len(data), limit)
-    return int(total.argmin()), [round(float(v), 4) for v in total]
-
-
-# --------------------------------------------------------------------------- checkpoints and collapse guard
+# --------------------------------------------------------------------------- checkpoints
 
 
 def checkpoint_file(path: str | os.PathLike) -> Path:
@@ -360,56 +211,6 @@ def load_redo_checkpoint(path: str | os.PathLike, resolution: int | None = None)
     return state
 
 
-# --------------------------------------------------------------------------- inference
-
-
-class RedoSegmenter:
-    """``redo``: the trained mask network; object region from the checkpoint (or ``region=``).
-
-    Each image is squashed to the checkpoint's resolution, segmented, and the object region's
-    soft mask is resized back to the image's ``HxW``.
-    """
-
-    name = "redo"
-
-    def __init__(self, checkpoint: str | os.PathLike, device: str = "cpu", batch_size: int = 32,
-                 region: int | None = None, resolution: int | None = None):
-        path = checkpoint_file(checkpoint)
-        state = load_redo_checkpoint(path, resolution=resolution)
-        self.config = from_dict(RedoConfig, state["config"], where=f"{path} config")
-        self.resolution = self.config.resolution
-        self.region = int(state["object_region"] if region is None else region)
-        if not 0 <= self.region < self.config.num_regions:
-            raise ValueError(f"region {self.region} out of range for {self.config.num_regions} regions")
-        self.device = resolve_device(device)
-        self.batch_size = batch_size
-        self.net = MaskNet(self.config.num_regions, self.config.mask_channels, self.config.mask_res_blocks,
-                           self.config.temperature)
-        self.net.load_state_dict(state["mask"])
-        self.net.to(self.device).eval()
-        self.checkpoint = path
-        self.step = int(state["step"])
-        self._key = safe_key("redo", file_digest(path, 12), f"r{self.region}")
-
-    def cache_key(self) -> str:
-        return self._key
-
-    @torch.inference_mode()
-    def segment(self, images: Sequence[np.ndarray], paths: Sequence[Path] | None = None) -> list[np.ndarray]:
-        out: list[np.ndarray] = []
-        for i in range(0, len(images), self.batch_size):
-            chunk = [as_rgb(im) for im in images[i : i + self.batch_size]]
-            x = to_square_tensor(chunk, self.resolution).to(self.device)
-            masks = self.net(x)[:, self.region].float().cpu().numpy()
-            for im, m in zip(chunk, masks):
-                h, w = im.shape[:2]
-                if (h, w) != m.shape:
-                    m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
-                out.append(np.clip(m, 0.0, 1.0).astype(np.float32))
-        return out
-
-
 def redo_config_with(cfg: RedoConfig, **changes: Any) -> RedoConfig:
     """``cfg`` with some fields replaced (``None`` values ignored), validated."""
     return dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
-

@@ -11,7 +11,7 @@ from .base import Segmenter
 # name -> "module:attribute" of a factory taking keyword settings; resolved on first use so
 # that importing the package (and ``synthdet --help``) stays fast (no torch import).
 _REGISTRY: dict[str, str | Callable[..., Segmenter]] = {
-    "redo": "synthdet.segmentation.redo:RedoSegmenter",
+    "redo": "synthdet.segmentation.redo_segmenter:RedoSegmenter",
     "grabcut": "synthdet.segmentation.grabcut:GrabCutSegmenter",
     "none": "synthdet.segmentation.simple:NoneSegmenter",
     "file": "synthdet.segmentation.simple:FileSegmenter",

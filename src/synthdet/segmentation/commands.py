@@ -131,7 +131,7 @@ def _apply(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..utils.files import list_images
-    from ..utils.image import BadImageError, read_image, write_image
+    from ..utils.image import BadImageError, read_readable, write_image
     from . import get_segmenter
 
     from .gates import fit_if_needed, segment_checked
@@ -146,14 +146,8 @@ def _apply(args: argparse.Namespace) -> int:
     fit_if_needed(seg, paths)
     written, skipped = 0, len(bad)
     for i in tqdm(range(0, len(paths), args.batch_size), desc=f"segment [{seg.name}]"):
-        images, ok = [], []
-        for p in paths[i : i + args.batch_size]:
-            try:
-                images.append(read_image(p))
-                ok.append(p)
-            except BadImageError as e:
-                skipped += 1
-                log.warning("skipping %s", e)
+        images, ok, bad = read_readable(paths[i : i + args.batch_size])
+        skipped += bad
         for p, im in zip(ok, images):
             try:
                 m, note = segment_checked(seg, [im], [p])[0]

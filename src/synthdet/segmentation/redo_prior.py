@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from ..utils.files import list_images
-from ..utils.image import BadImageError, read_image
+from ..utils.image import read_readable
 
 log = logging.getLogger(__name__)
 
@@ -97,14 +97,9 @@ def load_redo_data(images: str | os.PathLike | Sequence[str | os.PathLike], reso
     small, f16s, f32s, kept, skipped = [], [[], []], [[], []], [], 0
     chunk = 64
     for i in tqdm(range(0, len(paths), chunk), desc="loading images", unit="batch", disable=not progress):
-        batch = []
-        for p in paths[i : i + chunk]:
-            try:
-                batch.append(read_image(p))
-                kept.append(p)
-            except BadImageError as e:
-                skipped += 1
-                log.warning("skipping %s", e)
+        batch, ok, bad = read_readable(paths[i : i + chunk])
+        kept += ok
+        skipped += bad
         if not batch:
             continue
         small += [_resize(im, resolution) for im in batch]

@@ -330,6 +330,20 @@ def read_image(path: str | os.PathLike, min_size: int = 1, expect_size: tuple[in
     return read_image_rgba(path, min_size=min_size, expect_size=expect_size, reduce_to=reduce_to)[0]
 
 
+def read_readable(paths: "list[str | os.PathLike]") -> tuple[list[np.ndarray], list, int]:
+    """``(images, their paths, skipped)``: :func:`read_image` of each of ``paths``; a file that
+    raises :class:`BadImageError` is left out, warned once by name and counted."""
+    images, kept, skipped = [], [], 0
+    for p in paths:
+        try:
+            images.append(read_image(p))
+            kept.append(p)
+        except BadImageError as e:
+            skipped += 1
+            logger.warning("skipping %s", e)
+    return images, kept, skipped
+
+
 def write_image(path: str | os.PathLike, rgb: np.ndarray, quality: int = 95) -> None:
     """Write an RGB (HxWx3) or grey (HxW) ``uint8`` array atomically; format from the suffix."""
     path = Path(path)
